@@ -1,0 +1,26 @@
+"""`stresnet <stage> ...`: the one entry point; each stage is also `python -m stresnet.<stage>`."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+STAGES = {
+    "demo": "generate the synthetic demo dataset",
+    "fetch": "download and unpack an official dataset archive",
+    "index": "list videos and splits, assign shards; merge and check extraction reports",
+    "frames": "extract the JPEG frames of one shard into HDF5",
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in STAGES:
+        lines = "\n".join(f"  {name:8s} {text}" for name, text in STAGES.items())
+        print(f"usage: stresnet <stage> [options]\n\nstages:\n{lines}", file=sys.stderr)
+        sys.exit(0 if argv and argv[0] in ("-h", "--help") else 2)
+    importlib.import_module(f"stresnet.{argv[0]}").main(argv[1:])
+
+
+if __name__ == "__main__":
+    main()

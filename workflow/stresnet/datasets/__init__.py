@@ -1,0 +1,43 @@
+"""Dataset formats -> one table of videos: path, class, label and membership in each split.
+
+Every adapter returns a pandas DataFrame with the columns
+`path` (relative to the root, '/' separated), `class`, `label` (0-based, the same in every
+split) and `split1` ... `splitK`, each 'train', 'test' or '' (not used in that split).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from .common import DatasetError, check_exist
+from . import folder, hmdb51, ucf101
+
+FORMATS = ("ucf101", "hmdb51", "folder", "demo")
+
+
+def load_table(fmt: str, root: str | Path, splits: str | Path | None = None, **options) -> pd.DataFrame:
+    """The video table of a dataset in one of FORMATS (demo data is in UCF101's layout)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"dataset root {root} is not a folder")
+    if fmt in ("ucf101", "demo"):
+        table = ucf101.load_table(root, _need_splits(fmt, splits))
+    elif fmt == "hmdb51":
+        table = hmdb51.load_table(root, _need_splits(fmt, splits))
+    elif fmt == "folder":
+        table = folder.load_table(root, Path(splits) if splits else None, **options)
+    else:
+        raise DatasetError(f"unknown dataset format {fmt!r}; known: {', '.join(FORMATS)}")
+    check_exist(root, table["path"])
+    return table
+
+
+def _need_splits(fmt: str, splits: str | Path | None) -> Path:
+    if not splits:
+        raise DatasetError(f"format {fmt!r} needs `splits`, the folder of its official split files")
+    return Path(splits)
+
+
+__all__ = ["DatasetError", "FORMATS", "load_table"]

@@ -1,0 +1,88 @@
+"""Frame extraction stage: one shard of videos -> JPEG frames (short side 256) in HDF5.
+
+Every video of the shard is decoded; a bad one (missing, empty, undecodable, truncated, or with
+fewer than two frames) is reported with its cause and left out, while the good ones are stored.
+The report CSV beside the shard lists every video with what was found.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import cv2
+import h5py
+import pandas as pd
+from tqdm import tqdm
+
+from . import __version__
+from .index import REPORT_COLUMNS, read_table, write_csv_atomic
+from .store import ShardWriter, encode_jpeg
+from .video import VideoError, VideoReader
+
+log = logging.getLogger(__name__)
+
+
+def frames_attrs(short_side: int, jpeg_quality: int) -> dict:
+    """What a frame shard records of its making; readers compare against it."""
+    return {"stage": "frames", "short_side": short_side, "jpeg_quality": jpeg_quality}
+
+
+def extract_shard(index: pd.DataFrame, shard: str, root: str | Path, out: str | Path,
+                  short_side: int = 256, jpeg_quality: int = 90, min_frames: int = 2,
+                  threads: int = 1) -> pd.DataFrame:
+    """Write the frames of the shard's videos to `out`; return one report row per video."""
+    rows = index[index["shard"] == shard]
+    if rows.empty:
+        raise ValueError(f"shard {shard} has no videos in the index")
+    attrs = {**frames_attrs(short_side, jpeg_quality), "shard": shard,
+             "versions": {"stresnet": __version__, "opencv": cv2.__version__, "h5py": h5py.__version__}}
+    report = []
+    with ShardWriter(out, attrs) as writer:
+        for path in tqdm(rows["path"], desc=f"frames {shard}", unit="video", mininterval=5):
+            reader = VideoReader(Path(root) / path, short_side, threads)
+            entry = {"path": path, "n_frames": 0, "fps": 0.0, "width": 0, "height": 0,
+                     "status": "ok", "message": ""}
+            try:
+                jpegs = [encode_jpeg(frame, jpeg_quality) for frame in reader]
+                info = reader.info
+                entry.update(n_frames=info.n_frames, fps=info.fps, width=info.width, height=info.height)
+                if info.n_frames < min_frames:
+                    raise VideoError(reader.path, "too_short",
+                                     f"{info.n_frames} decodable frame(s); optical flow needs {min_frames}")
+                writer.add(path, {"frames": jpegs}, n_frames=info.n_frames, fps=info.fps)
+            except VideoError as e:
+                log.error("%s", e)
+                entry.update(status=e.status, message=e.detail)
+            report.append(entry)
+    return pd.DataFrame(report, columns=REPORT_COLUMNS)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="stresnet frames", description=__doc__)
+    p.add_argument("--index", required=True, help="index CSV of the dataset")
+    p.add_argument("--shard", required=True, help="shard id, as in the index")
+    p.add_argument("--root", required=True, help="folder of the videos")
+    p.add_argument("--out", required=True, help="HDF5 shard to write")
+    p.add_argument("--report", required=True, help="CSV of what was found in each video")
+    p.add_argument("--short-side", type=int, default=256)
+    p.add_argument("--jpeg-quality", type=int, default=90)
+    p.add_argument("--min-frames", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1, help="ffmpeg decoding threads")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    report = extract_shard(read_table(args.index), args.shard, args.root, args.out,
+                           args.short_side, args.jpeg_quality, args.min_frames, args.threads)
+    write_csv_atomic(report, args.report)
+    bad = report[report["status"] != "ok"]
+    log.info("shard %s: %d videos, %d frames, %d bad", args.shard, len(report),
+             report["n_frames"].sum(), len(bad))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""Index stage: the dataset's video table with shard assignment, and after frame extraction the
+final `videos.csv` / `bad_videos.csv` and the gate that stops the workflow on bad videos."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from .datasets import FORMATS, DatasetError, load_table
+
+log = logging.getLogger(__name__)
+REPORT_COLUMNS = ["path", "n_frames", "fps", "width", "height", "status", "message"]
+
+
+def write_csv_atomic(table: pd.DataFrame, path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    table.to_csv(tmp, index=False)
+    tmp.replace(path)
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """A table written by this package, with split and shard columns kept as text."""
+    return pd.read_csv(path, dtype={"shard": str, "message": str}, keep_default_na=False)
+
+
+def build_index(fmt: str, root: str | Path, splits: str | Path | None, shard_size: int,
+                **options) -> pd.DataFrame:
+    """The dataset's videos, each assigned to a shard of at most shard_size videos."""
+    if shard_size < 1:
+        raise ValueError("shard_size must be at least 1")
+    table = load_table(fmt, root, splits, **options)
+    table["shard"] = [f"{i // shard_size:05d}" for i in range(len(table))]
+    return table
+
+
+def merge_reports(index: pd.DataFrame, reports: list[pd.DataFrame]) -> pd.DataFrame:
+    """videos.csv: the index joined with what frame extraction found for every video."""
+    found = pd.concat(reports, ignore_index=True) if reports else pd.DataFrame(columns=REPORT_COLUMNS)
+    table = index.merge(found[REPORT_COLUMNS], on="path", how="left", validate="one_to_one")
+    missing = table["status"].isna()
+    if missing.any():
+        raise ValueError(f"no extraction report for {missing.sum()} videos, e.g. "
+                         f"{table.loc[missing, 'path'].iloc[0]}")
+    return table
+
+
+def check_ready(videos: pd.DataFrame, skip_bad: bool) -> dict:
+    """Refuse a dataset with bad videos unless they are to be skipped; returns a summary."""
+    bad = videos[videos["status"] != "ok"]
+    if len(bad) and not skip_bad:
+        lines = "\n".join(f"  {r.path}: {r.status}: {r.message}" for r in bad.head(20).itertuples())
+        raise DatasetError(
+            f"{len(bad)} of {len(videos)} videos cannot be used:\n{lines}\n"
+            "Fix or remove them, or set `skip_bad_videos: true` in the dataset's config to "
+            "train without them."
+        )
+    return {"videos": int(len(videos)), "good": int(len(videos) - len(bad)),
+            "skipped": int(len(bad)), "classes": int(videos["label"].nunique())}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="stresnet index", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("build", help="list the videos and their splits, assign shards")
+    b.add_argument("--format", required=True, choices=FORMATS)
+    b.add_argument("--root", required=True, help="folder of the videos")
+    b.add_argument("--splits", help="folder of the split files")
+    b.add_argument("--shard-size", type=int, default=100)
+    b.add_argument("--test-fraction", type=float, default=0.3, help="folder format without splits")
+    b.add_argument("--seed", type=int, default=0, help="folder format without splits")
+    b.add_argument("--out", required=True, help="index CSV to write")
+    m = sub.add_parser("merge", help="join the extraction reports into videos.csv")
+    m.add_argument("--index", required=True)
+    m.add_argument("--reports", nargs="*", default=[])
+    m.add_argument("--out", required=True, help="videos.csv")
+    m.add_argument("--bad", required=True, help="bad_videos.csv")
+    c = sub.add_parser("check", help="fail if bad videos are not to be skipped")
+    c.add_argument("--videos", required=True)
+    c.add_argument("--skip-bad", action="store_true")
+    c.add_argument("--out", required=True, help="summary JSON written when the dataset is usable")
+    return p
+
+
+def run(args: argparse.Namespace) -> None:
+    if args.command == "build":
+        options = {"test_fraction": args.test_fraction, "seed": args.seed} if args.format == "folder" else {}
+        table = build_index(args.format, args.root, args.splits, args.shard_size, **options)
+        write_csv_atomic(table, args.out)
+        log.info("%d videos of %d classes in %d shards -> %s", len(table),
+                 table["label"].nunique(), table["shard"].nunique(), args.out)
+    elif args.command == "merge":
+        videos = merge_reports(read_table(args.index), [read_table(r) for r in args.reports])
+        write_csv_atomic(videos[videos["status"] != "ok"], args.bad)
+        write_csv_atomic(videos, args.out)
+        log.info("%d videos, %d bad -> %s", len(videos), (videos["status"] != "ok").sum(), args.out)
+    else:
+        summary = check_ready(read_table(args.videos), args.skip_bad)
+        Path(args.out).write_text(json.dumps(summary, indent=2) + "\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        run(args)
+    except (DatasetError, ValueError) as e:
+        log.error("%s", e)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
