@@ -2,16 +2,25 @@
 import shlex
 from pathlib import Path
 
+import sys
+
 import pandas as pd
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-
-validate(config, "../schemas/config.schema.yaml")
-
-DATASETS = config["datasets"]
 # the package lives in workflow/; rules call its command-line entries with it on the path
 PACKAGE_DIR = Path(workflow.basedir) / "workflow"
-STRESNET = f"PYTHONPATH={shlex.quote(str(PACKAGE_DIR))}${{PYTHONPATH:+:$PYTHONPATH}} python -m stresnet"
+sys.path.insert(0, str(PACKAGE_DIR))
+from stresnet.config import config_error
+
+SCHEMA = PACKAGE_DIR / "schemas" / "config.schema.yaml"
+problem = config_error(config, SCHEMA)
+if problem:
+    raise WorkflowError(problem)
+validate(config, str(SCHEMA))  # fills in the schema's defaults
+
+DATASETS = config["datasets"]
+shell.prefix(f"set -euo pipefail; export PYTHONPATH={shlex.quote(str(PACKAGE_DIR))}:${{{{PYTHONPATH:-}}}}; ")  # formatted by Snakemake: braces doubled
 
 
 wildcard_constraints:

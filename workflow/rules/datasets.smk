@@ -13,7 +13,7 @@ rule demo_videos:
     conda:
         "../../envs/preprocess.yaml"
     shell:
-        "{STRESNET} demo --out {output} --seed {params.demo[seed]} --groups {params.demo[groups]}"
+        "python -m stresnet demo --out {output} --seed {params.demo[seed]} --groups {params.demo[groups]}"
         " --clips-per-group {params.demo[clips_per_group]} --frames {params.demo[frames]}"
         " --width {params.demo[width]} --height {params.demo[height]} > {log} 2>&1"
 
@@ -33,7 +33,7 @@ rule fetch:
     conda:
         "../../envs/preprocess.yaml"
     shell:
-        "{STRESNET} fetch {params.urls} {params.checksums} --out {output} > {log} 2>&1"
+        "python -m stresnet fetch {params.urls} {params.checksums} --out {output} > {log} 2>&1"
 
 
 checkpoint index:
@@ -59,7 +59,7 @@ checkpoint index:
     conda:
         "../../envs/preprocess.yaml"
     shell:
-        "{STRESNET} index build --format {params.format} --root {params.root} {params.splits}"
+        "python -m stresnet index build --format {params.format} --root {params.root} {params.splits}"
         " --shard-size {params.shard_size} --seed {params.seed}"
         " --test-fraction {params.test_fraction} --out {output.index} > {log} 2>&1"
 
@@ -76,7 +76,7 @@ rule videos:
     conda:
         "../../envs/preprocess.yaml"
     shell:
-        "{STRESNET} index merge --index {input.index} --reports {input.reports}"
+        "python -m stresnet index merge --index {input.index} --reports {input.reports}"
         " --out {output.videos} --bad {output.bad} > {log} 2>&1"
 
 
@@ -92,5 +92,5 @@ rule dataset_ready:
     conda:
         "../../envs/preprocess.yaml"
     shell:
-        "{STRESNET} index check --videos {input.videos} {params.skip_bad} --out {output}"
+        "python -m stresnet index check --videos {input.videos} {params.skip_bad} --out {output}"
         " > {log} 2>&1"

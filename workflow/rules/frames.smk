@@ -21,6 +21,6 @@ rule frames:
     conda:
         "../../envs/preprocess.yaml"
     shell:
-        "{STRESNET} frames --index {input.index} --shard {wildcards.shard} --root {params.root}"
+        "python -m stresnet frames --index {input.index} --shard {wildcards.shard} --root {params.root}"
         " --out {output.shard} --report {output.report} --short-side {params.short_side}"
         " --jpeg-quality {params.quality} --threads {threads} > {log} 2>&1"

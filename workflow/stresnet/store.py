@@ -173,6 +173,16 @@ class ShardReader:
             raise IndexError(f"{key}: image {i} of {name!r} out of range 0..{len(offsets) - 2}")
         return self._sequence(key, name)["data"][offsets[i]:offsets[i + 1]]
 
+    def encoded_range(self, key: str, start: int, stop: int, name: str = "frames") -> list[np.ndarray]:
+        """The encoded bytes of images start..stop-1, read in one slice."""
+        offsets = self.offsets(key, name)
+        if not 0 <= start <= stop <= len(offsets) - 1:
+            raise IndexError(f"{key}: images {start}..{stop - 1} of {name!r} out of range "
+                             f"0..{len(offsets) - 2}")
+        data = self._sequence(key, name)["data"][offsets[start]:offsets[stop]]
+        cuts = offsets[start:stop + 1] - offsets[start]
+        return [data[a:b] for a, b in zip(cuts[:-1], cuts[1:])]
+
     def image(self, key: str, i: int, name: str = "frames", grey: bool = False) -> np.ndarray:
         """Image i of a video's sequence, decoded (RGB, or greyscale with grey)."""
         try:

@@ -1,0 +1,72 @@
+"""Shared fixtures: the real clips copied into tests/fixtures and broken files made on the fly."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stresnet.video import encode_video
+
+FIXTURES = Path(__file__).parent / "fixtures"
+VIDEOS = FIXTURES / "videos"
+REPO = Path(__file__).parent.parent
+
+# decoded frame counts of the fixture clips (packed B-frames make some differ from the header)
+REAL_CLIPS = {
+    "ucf101/ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi": 164,
+    "ucf101/Archery/v_Archery_g01_c01.avi": 131,
+    "ucf101/Basketball/v_Basketball_g02_c03.avi": 112,
+    "hmdb51/golf/Golf_Tips_-_Hit_The_Driver_300+_Yards!!!_golf_f_nm_np1_fr_med_0.avi": 89,
+    "hmdb51/climb/(HQ)_Rock_Climbing_-_Free_Solo_Speed_Climb_-_Dan_Osman_climb_f_cm_np1_le_med_2.avi": 242,
+    "hmdb51/swing_baseball/BaseballHitinSlowMotion_swing_baseball_f_nm_np1_fr_bad_0.avi": 140,
+    "other/nasa_13013.mp4": 325,
+    "mmaction2/part_0.mp4": 32,
+    "other/v_GGSY1Qvo990.mp4": 355,
+    "other/flipping_a_pancake.mkv": 310,
+}
+
+
+def make_broken(folder: Path) -> dict[str, str]:
+    """Write broken videos into folder; returns file name -> expected status."""
+    folder.mkdir(parents=True, exist_ok=True)
+    real = (VIDEOS / "ucf101/Archery/v_Archery_g01_c01.avi").read_bytes()
+    (folder / "empty.avi").write_bytes(b"")
+    (folder / "truncated.avi").write_bytes(real[: len(real) * 2 // 5])
+    (folder / "noise.avi").write_bytes(np.random.default_rng(0).bytes(40_000))
+    (folder / "text.mp4").write_text("this is not a video\n")
+    encode_video(np.full((1, 64, 80, 3), 128, np.uint8), folder / "one_frame.avi")
+    return {"empty.avi": "empty", "truncated.avi": "truncated", "noise.avi": "undecodable",
+            "text.mp4": "undecodable", "one_frame.avi": "too_short"}
+
+
+@pytest.fixture
+def broken_videos(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    return tmp_path / "broken", make_broken(tmp_path / "broken")
+
+
+def make_ucf101_tree(root: Path, clips: dict[str, str], n_classes_in_index: int | None = None) -> tuple[Path, Path]:
+    """An official UCF101 layout from real clips: clips maps 'Class/v_Class_gXX_cYY.avi' to a
+    fixture path (or '' for an empty placeholder). Split k tests groups 7(k-1)+1 ... 7k."""
+    videos, lists = root / "UCF-101", root / "ucfTrainTestlist"
+    lists.mkdir(parents=True)
+    classes = sorted({name.split("/")[0] for name in clips})
+    for name, source in clips.items():
+        (videos / name).parent.mkdir(parents=True, exist_ok=True)
+        if source:
+            shutil.copy(VIDEOS / source, videos / name)
+        else:
+            (videos / name).touch()
+    crlf = "\r\n"
+    (lists / "classInd.txt").write_bytes(
+        "".join(f"{i} {c}{crlf}" for i, c in enumerate(classes, 1)).encode())
+    for k in (1, 2, 3):
+        test_groups = range(7 * (k - 1) + 1, 7 * k + 1)
+        group = {n: int(n.split("_g")[1][:2]) for n in clips}
+        train = [f"{n} {classes.index(n.split('/')[0]) + 1}{crlf}" for n in clips if group[n] not in test_groups]
+        test = [f"{n}{crlf}" for n in clips if group[n] in test_groups]
+        (lists / f"trainlist0{k}.txt").write_bytes("".join(train).encode())
+        (lists / f"testlist0{k}.txt").write_bytes("".join(test).encode())
+    return videos, lists
