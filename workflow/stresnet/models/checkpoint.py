@@ -1,0 +1,118 @@
+"""Checkpoints of every model kind: the state dict beside the arguments that rebuild the model."""
+
+import pickle
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from torch import nn
+from torchvision.models import ResNet
+
+from .st_resnet import STResNet, TwoStream, st_resnet, two_stream
+from .streams import appearance_stream, motion_stream
+from .temporal import TemporalMaxPool
+
+KINDS = ("appearance", "motion", "two_stream", "st_resnet", "st_resnet_star")
+
+
+class Checkpoint(NamedTuple):
+    model: nn.Module
+    meta: dict[str, Any]  # kind and shape arguments, as model_meta() gives them
+    extra: dict[str, Any]  # what the caller saved beside the model (step, optimizer, config)
+
+
+def model_meta(model: nn.Module) -> dict[str, Any]:
+    """The kind of `model` and the arguments that rebuild it; JSON-serialisable."""
+    if isinstance(model, ResNet):
+        channels = model.conv1.in_channels
+        if channels == 3:
+            return {"kind": "appearance", "num_classes": model.fc.out_features}
+        return {"kind": "motion", "num_classes": model.fc.out_features, "flow_channels": channels}
+    if not isinstance(model, TwoStream):
+        raise TypeError(f"no checkpoint kind for a {type(model).__name__}")
+    num_classes = model.appearance.fc.out_features
+    if model.motion.fc.out_features != num_classes:
+        raise ValueError("the two streams classify a different number of classes")
+    meta = {"num_classes": num_classes, "flow_channels": model.motion.conv1.in_channels}
+    pool = model.temporal_pool
+    if isinstance(model, STResNet) and isinstance(pool, TemporalMaxPool):
+        return {"kind": "st_resnet_star", **meta, "pool_window": pool.window, "pool_stride": pool.stride}
+    if not isinstance(pool, nn.Identity):
+        raise TypeError(f"no checkpoint kind for a {type(model).__name__} with {pool}")
+    return {"kind": "st_resnet" if isinstance(model, STResNet) else "two_stream", **meta}
+
+
+def build_model(meta: dict[str, Any]) -> nn.Module:
+    """A randomly initialised model of the kind and shape that `meta` describes."""
+    kind, num_classes = meta["kind"], meta["num_classes"]
+    if kind == "appearance":
+        return appearance_stream(num_classes, pretrained="none")
+    motion = motion_stream(num_classes, pretrained="none", flow_channels=meta["flow_channels"])
+    if kind == "motion":
+        return motion
+    appearance = appearance_stream(num_classes, pretrained="none")
+    if kind == "two_stream":
+        return two_stream(appearance, motion)
+    if kind == "st_resnet":
+        return st_resnet(appearance, motion)
+    if kind == "st_resnet_star":
+        return st_resnet(appearance, motion, TemporalMaxPool(meta["pool_window"], meta["pool_stride"]))
+    raise ValueError(f"unknown model kind {kind!r}; expected one of {KINDS}")
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, extra: dict[str, Any] | None = None) -> None:
+    """Write `model` (and `extra`: tensors, numbers, strings, lists, dicts) to `path` atomically."""
+    path = Path(path)
+    state = {k: v.cpu() for k, v in model.state_dict().items()}
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"meta": model_meta(model), "state_dict": state, "extra": extra or {}}, tmp)
+    unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(tmp)
+    if unsafe:  # fail now rather than when the weights-only load refuses the file
+        tmp.unlink()
+        raise TypeError(f"extra holds objects that weights-only loading refuses: {unsafe}")
+    tmp.replace(path)
+
+
+def _read(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as err:
+        raise ValueError(f"{path} is not a weights-only torch file: {err}") from err
+    if not (isinstance(ckpt, dict) and isinstance(ckpt.get("meta"), dict) and ckpt["meta"].get("kind") in KINDS):
+        raise ValueError(f"{path} is not a stresnet model checkpoint (no model kind in it)")
+    return ckpt
+
+
+def _load_state(model: nn.Module, ckpt: dict[str, Any], path: Path) -> None:
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as err:
+        raise ValueError(f"{path}: its weights do not fit the {ckpt['meta']['kind']} model its metadata names: {err}") from err
+
+
+def load_checkpoint(path: str | Path, kind: str | None = None) -> Checkpoint:
+    """Rebuild the model saved at `path`; with `kind`, refuse a checkpoint of another kind."""
+    path = Path(path)
+    ckpt = _read(path)
+    saved = ckpt["meta"]["kind"]
+    if kind is not None and saved != kind:
+        raise ValueError(f"{path} holds a {saved} model, not the {kind} model expected")
+    model = build_model(ckpt["meta"])
+    _load_state(model, ckpt, path)
+    return Checkpoint(model, ckpt["meta"], ckpt["extra"])
+
+
+def load_weights(model: nn.Module, path: str | Path) -> dict[str, Any]:
+    """Load the checkpoint at `path` into `model` of the same kind and shape; returns its extra."""
+    path = Path(path)
+    ckpt = _read(path)
+    saved, wanted = ckpt["meta"], model_meta(model)
+    if saved != wanted:
+        raise ValueError(
+            f"{path} holds a {saved['kind']} model, cannot load it into a {wanted['kind']} model "
+            f"(checkpoint {saved}, model {wanted})"
+        )
+    _load_state(model, ckpt, path)
+    return ckpt["extra"]
