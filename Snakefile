@@ -1,6 +1,6 @@
 # Spatiotemporal Residual Networks (Feichtenhofer, Pinz, Wildes, NIPS 2016) as a workflow.
 # `snakemake --cores N` builds the datasets named in config `targets` (the demo by default);
-# `snakemake --cores N results/<dataset>/videos.csv` builds one dataset's stages.
+# `snakemake --cores N results/<dataset>/split1/metrics.json` builds one dataset's split.
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -12,6 +12,9 @@ configfile: "config.yaml"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/datasets.smk"
 include: "workflow/rules/frames.smk"
+include: "workflow/rules/flow.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
 
 
 rule all:

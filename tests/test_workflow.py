@@ -1,10 +1,12 @@
 """The Snakemake workflow end to end on tiny datasets: the demo and real UCF101 clips."""
 
+import json
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -120,6 +122,53 @@ def test_missing_split_file_is_a_clear_error(tmp_path):
     assert snakemake(tmp_path).returncode != 0
     log = (tmp_path / "results" / "u" / "logs" / "index.log").read_text()
     assert "UCF101 split files missing" in log and "testlist03.txt" in log
+
+
+TINY_TRAIN = {"pretrained": "none", "workers": 0, "checkpoint_every": 100,
+              "motion": {"batch": 4, "bn_batch": 2, "micro_batch": 2, "lr": [[0.01, 2]], "size": 32},
+              "appearance": {"batch": 4, "bn_batch": 2, "micro_batch": 2, "lr": [[0.01, 2]], "size": 32},
+              "st_resnet": {"batch": 2, "bn_batch": 1, "micro_batch": 1, "lr": [[0.001, 1]], "chunks": 3,
+                            "stride": [2, 4], "size": 32},
+              "st_resnet_star": {"batch": 2, "bn_batch": 1, "micro_batch": 1, "lr": [[0.0001, 1]], "chunks": 5,
+                                 "stride": [1, 3], "size": 32}}
+
+
+def test_whole_dag_on_real_ucf101_clips(tmp_path):
+    clips = {"ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi": "ucf101/ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi",
+             "ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi": "ucf101/Archery/v_Archery_g01_c01.avi",
+             "Basketball/v_Basketball_g02_c03.avi": "ucf101/Basketball/v_Basketball_g02_c03.avi",
+             "Basketball/v_Basketball_g09_c01.avi": "mmaction2/part_0.mp4"}
+    root, splits = make_ucf101_tree(tmp_path / "ucf", clips)
+    dataset = {"format": "ucf101", "root": str(root), "splits": str(splits), "run_splits": [1, 2],
+               "frames": {"short_side": 32}, "flow": {"method": "farneback"}, "train": TINY_TRAIN,
+               "evaluate": {"chunks": 7, "workers": 0}}
+    write_config(tmp_path, {"ucf": dataset}, ["ucf"])
+    result = snakemake(tmp_path)
+    assert result.returncode == 0, result.stderr[-4000:]
+    out = tmp_path / "results" / "ucf"
+    table = json.loads((out / "metrics.json").read_text())
+    assert table["splits"] == 2
+    assert set(table["table3"]) == {"appearance", "motion", "two_stream", "st_resnet", "st_resnet_star"}
+    for k in (1, 2):
+        split = out / f"split{k}"
+        metrics = json.loads((split / "metrics.json").read_text())
+        for stage, figures in metrics["stages"].items():
+            assert figures["videos"] == 2
+            assert 0 <= figures["top1"] <= figures["top5"] <= 100
+            assert set(figures["per_class"]) <= {"ApplyEyeMakeup", "Basketball"}
+        assert len(metrics["config_digest"]) == 16
+        for kind in ("two_stream", "st_resnet", "st_resnet_star"):
+            scores = np.load(split / "scores" / f"{kind}.npz")
+            assert scores["fused"].shape == (2, 2) and np.isfinite(scores["fused"]).all()
+        for phase in ("motion", "appearance", "st_resnet", "st_resnet_star"):
+            assert (split / phase / "model.pt").exists() and (split / phase / "curves.csv").exists()
+            assert (out / "benchmarks" / f"split{k}" / f"train_{phase}.tsv").exists()
+        for png in ("training_curves.png", "confusion_st_resnet_star.png"):
+            assert (split / "plots" / png).read_bytes()[:4] == b"\x89PNG"
+    assert planned_jobs(tmp_path) == {}
+    report = snakemake(tmp_path, "--report", str(tmp_path / "report.html"))
+    assert report.returncode == 0, report.stderr[-2000:]
+    assert (tmp_path / "report.html").stat().st_size > 10_000
 
 
 def test_lint_is_clean():

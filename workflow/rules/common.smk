@@ -1,8 +1,9 @@
 # Config loading and validation, and the input functions the rules share.
+import hashlib
+import json
 import shlex
-from pathlib import Path
-
 import sys
+from pathlib import Path
 
 import pandas as pd
 from snakemake.exceptions import WorkflowError
@@ -26,6 +27,7 @@ shell.prefix(f"set -euo pipefail; export PYTHONPATH={shlex.quote(str(PACKAGE_DIR
 wildcard_constraints:
     dataset="|".join(DATASETS) or "NO_DATASET",
     shard=r"\d+",
+    split=r"\d+",
 
 
 def dataset(name):
@@ -66,6 +68,67 @@ def frame_reports(wildcards):
     )
 
 
+def flow_shards(wildcards):
+    return expand(
+        "results/{dataset}/flow/{method}/{shard}.h5",
+        dataset=wildcards.dataset,
+        method=wildcards.method,
+        shard=shards(wildcards.dataset),
+    )
+
+
+def train_setting(name, key):
+    """A training setting shared by the phases (pretrained, gpus, ...), per dataset."""
+    return {**config["train"], **DATASETS[name].get("train", {})}[key]
+
+
+def phase_settings(name, phase):
+    """One phase's settings (Table 2 by default) with the shared ones, per dataset."""
+    shared = {k: train_setting(name, k) for k in ("seed", "momentum", "weight_decay", "workers", "checkpoint_every")}
+    return {**shared, **config["train"][phase], **DATASETS[name].get("train", {}).get(phase, {})}
+
+
+def launcher(name):
+    """python, or torchrun with one process per GPU when a job asks for several (DDP)."""
+    gpus = train_setting(name, "gpus")
+    return f"torchrun --standalone --nproc_per_node {gpus}" if gpus > 1 else "python"
+
+
+def train_data(wildcards):
+    """What every training and evaluation job reads: the checked video table and the flow."""
+    method = setting(wildcards.dataset, "flow")["method"]
+    return {
+        "videos": f"results/{wildcards.dataset}/videos.csv",
+        "ready": f"results/{wildcards.dataset}/dataset_ready.json",
+        "flow": f"results/{wildcards.dataset}/flow/{method}/done.json",
+    }
+
+
+def evaluated_models(wildcards):
+    split = f"results/{wildcards.dataset}/split{wildcards.split}"
+    if wildcards.kind == "two_stream":
+        return [f"{split}/appearance/model.pt", f"{split}/motion/model.pt"]
+    return [f"{split}/{wildcards.kind}/model.pt"]
+
+
+def run_splits(name):
+    return DATASETS[name].get("run_splits", [1, 2, 3])
+
+
+def config_digest(name):
+    """A digest of every setting that shapes a dataset's results."""
+    relevant = {
+        "dataset": DATASETS[name],
+        **{stage: setting(name, stage) for stage in ("index", "frames", "flow", "evaluate")},
+        **{phase: phase_settings(name, phase) for phase in TRAIN_PHASES},
+        "pretrained": train_setting(name, "pretrained"),
+    }
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+TRAIN_PHASES = ("motion", "appearance", "st_resnet", "st_resnet_star")
+
+
 def final_outputs():
-    """The last outputs that exist for every dataset named in `targets`."""
-    return [f"results/{name}/dataset_ready.json" for name in config["targets"]]
+    """The mean metrics over the splits run of every dataset named in `targets`."""
+    return [f"results/{name}/metrics.json" for name in config["targets"]]

@@ -10,6 +10,13 @@ STAGES = {
     "fetch": "download and unpack an official dataset archive",
     "index": "list videos and splits, assign shards; merge and check extraction reports",
     "frames": "extract the JPEG frames of one shard into HDF5",
+    "flow": "compute the clipped, quantised optical flow of one frame shard into HDF5",
+    "flowviz": "render stored flow fields as colour images beside their frames (PNG)",
+    "train": "train one phase of Table 2 (motion, appearance, st_resnet, st_resnet_star)",
+    "evaluate": "fully convolutional testing of a trained model on a split's test videos",
+    "metrics": "Table 3's figures of a split from the saved scores; the mean over splits",
+    "report": "plots: training curves and the confusion matrix",
+    "predict": "top-5 classes of one video file with a trained model folder",
 }
 
 

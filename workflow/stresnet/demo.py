@@ -25,10 +25,10 @@ CLASSES = {
     "StillRedSquare": ((220, 40, 40), "square", (0.0, 0.0)),
     "StillGreenTriangle": ((40, 200, 60), "triangle", (0.0, 0.0)),
     "StillBlueDisk": ((50, 70, 230), "disk", (0.0, 0.0)),
-    "DiskMovingLeft": ((200, 200, 200), "disk", (-1.5, 0.0)),
-    "DiskMovingRight": ((200, 200, 200), "disk", (1.5, 0.0)),
-    "DiskMovingUp": ((200, 200, 200), "disk", (0.0, -1.5)),
-    "DiskMovingDown": ((200, 200, 200), "disk", (0.0, 1.5)),
+    "DiskMovingLeft": ((200, 200, 200), "disk", (-2.0, 0.0)),
+    "DiskMovingRight": ((200, 200, 200), "disk", (2.0, 0.0)),
+    "DiskMovingUp": ((200, 200, 200), "disk", (0.0, -2.0)),
+    "DiskMovingDown": ((200, 200, 200), "disk", (0.0, 2.0)),
 }
 
 
@@ -45,10 +45,11 @@ def _mask(shape: str, h: int, w: int, cx: float, cy: float, r: float) -> np.ndar
 def render_clip(cls: str, rng: np.random.Generator, n_frames: int, width: int, height: int) -> np.ndarray:
     """(T, H, W, 3) uint8 frames of one clip of class `cls`."""
     colour, shape, (vx, vy) = CLASSES[cls]
-    r = rng.uniform(9, 14)
+    r = rng.uniform(0.28, 0.36) * height  # large: the demo must be learnt in minutes
     travel_x, travel_y = abs(vx) * (n_frames - 1), abs(vy) * (n_frames - 1)
-    x0 = rng.uniform(r + 1, width - r - 1 - travel_x) + (travel_x if vx < 0 else 0)
-    y0 = rng.uniform(r + 1, height - r - 1 - travel_y) + (travel_y if vy < 0 else 0)
+    # the centre stays inside the frame (at least half the object is always visible)
+    x0 = rng.uniform(r / 2, width - r / 2 - travel_x) + (travel_x if vx < 0 else 0)
+    y0 = rng.uniform(r / 2, height - r / 2 - travel_y) + (travel_y if vy < 0 else 0)
     # a smooth random background, different in every clip
     coarse = rng.uniform(40, 120, size=(4, 5, 3)).astype(np.float32)
     background = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
@@ -68,7 +69,7 @@ def test_groups(split: int, n_groups: int) -> list[int]:
 
 
 def generate(out: str | Path, seed: int = 0, n_groups: int = 6, clips_per_group: int = 2,
-             n_frames: int = 48, width: int = 160, height: int = 120, fps: float = 25.0) -> None:
+             n_frames: int = 24, width: int = 128, height: int = 96, fps: float = 25.0) -> None:
     """Write `<out>/UCF101/<Class>/v_<Class>_gXX_cYY.avi` and `<out>/ucfTrainTestlist/`."""
     if n_groups < 3:
         raise ValueError("n_groups must be at least 3 (one test group per split)")
@@ -102,9 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--groups", type=int, default=6)
     p.add_argument("--clips-per-group", type=int, default=2)
-    p.add_argument("--frames", type=int, default=48)
-    p.add_argument("--width", type=int, default=160)
-    p.add_argument("--height", type=int, default=120)
+    p.add_argument("--frames", type=int, default=24)
+    p.add_argument("--width", type=int, default=128)
+    p.add_argument("--height", type=int, default=96)
     return p
 
 

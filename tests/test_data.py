@@ -1,0 +1,97 @@
+"""Sampling in time, the paper's augmentation and the deterministic sample schedule."""
+
+import numpy as np
+import pytest
+import torch
+
+from stresnet.data import (FLOW_CENTRE, SampleSchedule, chunk_positions, crop_resize, crop_sizes,
+                           flow_tensor, rgb_tensor, sample_crop, spread_positions)
+
+
+def test_chunk_positions_at_the_stride():
+    assert chunk_positions(100, 5, 10, 0.0).tolist() == [0, 10, 20, 30, 40]
+    assert chunk_positions(100, 5, 10, 1.0).tolist() == [59, 69, 79, 89, 99]
+    assert chunk_positions(100, 1, 1, 0.999).tolist() == [99]
+
+
+def test_short_video_gets_a_smaller_stride_then_symmetric_padding():
+    # 5 chunks at stride 15 need 61 frames; 30 frames give stride 7
+    assert chunk_positions(30, 5, 15, 0.0).tolist() == [0, 7, 14, 21, 28]
+    # fewer frames than chunks: padded symmetrically in time, never past the end
+    assert chunk_positions(3, 7, 5, 0.5).tolist() == [1, 0, 0, 1, 2, 2, 1]
+    for n in range(1, 40):
+        for chunks in (1, 5, 11, 25):
+            p = chunk_positions(n, chunks, 15, 0.7)
+            assert len(p) == chunks and p.min() >= 0 and p.max() < n
+
+
+def test_evaluation_frames_spread_over_the_video():
+    p = spread_positions(241, 25)
+    assert p.tolist() == list(range(0, 241, 10))
+    assert spread_positions(10, 25).max() == 9 and len(spread_positions(10, 25)) == 25
+
+
+def test_motion_crops_use_the_papers_sides_and_corners():
+    rng = np.random.default_rng(0)
+    seen = set()
+    for _ in range(300):
+        widths, heights = crop_sizes("motion", rng, 224, 256)
+        assert widths == [256, 224, 192, 168]
+        c = sample_crop(rng, 256, 340, widths, heights)
+        assert c.w in widths and c.h in heights
+        seen.add((c.x in (0, 340 - c.w, (340 - c.w) // 2), c.y in (0, 256 - c.h, (256 - c.h) // 2)))
+    assert seen == {(True, True)}
+
+
+def test_appearance_crop_jitter_is_25_percent():
+    rng = np.random.default_rng(0)
+    sizes = np.array([crop_sizes("appearance", rng, 224, 256) for _ in range(500)]).reshape(500, 2)
+    assert sizes.min() >= 168 and sizes.max() <= 280 and sizes.std() > 20
+    # on smaller frames the crop keeps its share of the frame, whatever the network's input size
+    small = np.array([crop_sizes("appearance", rng, 32, 128) for _ in range(500)]).reshape(500, 2)
+    assert small.min() >= 84 and small.max() <= 140
+
+
+def test_flip_negates_u_of_flow():
+    stack = np.zeros((4, 8, 8), np.uint8)
+    stack[0, :, :4] = 200  # u: rightwards on the left half
+    stack[1] = 90          # v untouched by a horizontal flip
+    plain, flipped = flow_tensor([stack], False)[0], flow_tensor([stack], True)[0]
+    assert plain[0, 0, 0] == 200 - FLOW_CENTRE
+    assert flipped[0, 0, 7] == (255 - 200) - FLOW_CENTRE  # mirrored and negated
+    assert flipped[0, 0, 0] == 255 - FLOW_CENTRE
+    assert torch.equal(flipped[1], plain[1])
+
+
+def test_rgb_normalisation_and_flip():
+    frame = np.zeros((4, 6, 3), np.uint8)
+    frame[:, 0] = 255
+    x = rgb_tensor([frame], True)
+    assert x.shape == (1, 3, 4, 6)
+    assert x[0, 0, 0, 5] > 2 and x[0, 0, 0, 0] < -2  # the bright column moved to the right
+
+
+def test_crop_resize_keeps_channels():
+    stack = np.random.default_rng(0).integers(0, 255, (64, 80, 20), dtype=np.uint8)
+    crop = sample_crop(np.random.default_rng(1), 64, 80, [48], [40])
+    assert crop_resize(stack, crop, 32).shape == (32, 32, 20)
+
+
+def test_schedule_is_a_pure_function_of_step():
+    a = SampleSchedule(50, batch=256, micro=86, seed=3, strides=(5, 15))
+    b = SampleSchedule(50, batch=256, micro=86, seed=3, strides=(5, 15))
+    assert a.sizes == [86, 85, 85]  # Table 2: 256 samples, batch norm over about 86
+    assert a.micro_batch(7, 2) == b.micro_batch(7, 2)
+    assert list(b.batches(7, 9)) == list(a.batches(0, 9))[21:]  # resuming at step 7
+    strides = {spec[2] for it in range(20) for m in range(3) for spec in a.micro_batch(it, m)}
+    assert strides <= set(range(5, 16)) and len(strides) > 5
+    # each epoch visits every video once
+    videos = [spec[0] for it in range(2) for m in range(3) for spec in a.micro_batch(it, m)][:50]
+    assert sorted(videos) == list(range(50))
+
+
+def test_schedule_shared_between_processes():
+    s = SampleSchedule(30, batch=16, micro=4, seed=0)
+    one = list(s.batches(0, 3))
+    two = [list(s.batches(0, 3, ranks=2, rank=r)) for r in (0, 1)]
+    assert sorted(map(str, one)) == sorted(map(str, two[0] + two[1]))

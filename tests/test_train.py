@@ -1,0 +1,125 @@
+"""Training on a tiny prepared dataset: loss goes down, a killed run resumes to the same end,
+two DDP processes follow one process's loss curve, and fully convolutional evaluation."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from stresnet.data import VideoStore
+from stresnet.demo import generate
+from stresnet.evaluate import evaluate, load_model
+from stresnet.flow import compute_shard
+from stresnet.frames import extract_shard
+from stresnet.index import build_index, merge_reports
+from stresnet.metrics import accuracy
+from stresnet.models import load_checkpoint
+from stresnet.predict import predict
+
+PHASE = {"batch": 4, "bn_batch": 2, "micro_batch": 2, "lr": [[0.01, 6]], "chunks": 1, "stride": [1, 1],
+         "size": 32, "seed": 0, "momentum": 0.9, "weight_decay": 5e-4, "workers": 0, "checkpoint_every": 2}
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    """A demo dataset run through index, frames (short side 32) and DIS flow."""
+    root = tmp_path_factory.mktemp("data")
+    generate(root / "raw", seed=0, n_groups=3, clips_per_group=1, n_frames=12, width=64, height=48)
+    index = build_index("demo", root / "raw/UCF101", root / "raw/ucfTrainTestlist", shard_size=11)
+    results = root / "results"
+    reports = []
+    for shard in sorted(index["shard"].unique()):
+        reports.append(extract_shard(index, shard, root / "raw/UCF101", results / f"frames/{shard}.h5", short_side=32))
+        compute_shard(results / f"frames/{shard}.h5", results / f"flow/dis/{shard}.h5", method="dis")
+    videos = merge_reports(index, reports)
+    videos.to_csv(results / "videos.csv", index=False)
+    return results
+
+
+def train_cmd(results, out, phase="motion", settings=PHASE, init=()):
+    return [sys.executable, "-m", "stresnet", "train", "--phase", phase, "--videos", str(results / "videos.csv"),
+            "--results", str(results), "--split", "1", "--flow-method", "dis", "--short-side", "32",
+            "--pretrained", "none", "--config", json.dumps(settings), "--out-dir", str(out),
+            "--threads", "1", *(["--init", *map(str, init)] if init else [])]
+
+
+def run(cmd, **kw):
+    result = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def curves(out):
+    return pd.read_csv(out / "curves.csv")
+
+
+def states_equal(a, b):
+    sa, sb = load_checkpoint(a).model.state_dict(), load_checkpoint(b).model.state_dict()
+    return all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_killed_run_resumes_to_the_same_end(prepared, tmp_path):
+    run(train_cmd(prepared, tmp_path / "whole"))
+    proc = subprocess.Popen(train_cmd(prepared, tmp_path / "killed"), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    state = tmp_path / "killed" / "checkpoint.pt"
+    deadline = time.time() + 300
+    while not state.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert state.exists(), "no checkpoint was written"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "killed" / "model.pt").exists()
+    resumed = run(train_cmd(prepared, tmp_path / "killed"))
+    assert "resuming motion from step" in resumed.stderr
+    assert curves(tmp_path / "killed")["loss"].tolist() == curves(tmp_path / "whole")["loss"].tolist()
+    assert states_equal(tmp_path / "killed" / "model.pt", tmp_path / "whole" / "model.pt")
+    assert not state.exists()
+
+
+def test_two_ddp_processes_follow_one_process(prepared, tmp_path):
+    settings = {**PHASE, "lr": [[0.01, 3]], "checkpoint_every": 100}
+    run(train_cmd(prepared, tmp_path / "one", settings=settings))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         *train_cmd(prepared, tmp_path / "two", settings=settings)[1:]], env=env)
+    one, two = curves(tmp_path / "one"), curves(tmp_path / "two")
+    assert np.allclose(one["loss"], two["loss"], rtol=1e-3, atol=1e-4), (one["loss"], two["loss"])
+    assert one["accuracy"].tolist() == two["accuracy"].tolist()
+
+
+def test_all_phases_then_evaluation_and_predict(prepared, tmp_path):
+    streams = {**PHASE, "lr": [[0.01, 2]]}
+    clips = {**PHASE, "lr": [[0.001, 1]], "chunks": 3, "stride": [1, 3]}
+    run(train_cmd(prepared, tmp_path / "motion", "motion", streams))
+    run(train_cmd(prepared, tmp_path / "appearance", "appearance", streams))
+    run(train_cmd(prepared, tmp_path / "st_resnet", "st_resnet", clips,
+                  init=[tmp_path / "appearance/model.pt", tmp_path / "motion/model.pt"]))
+    run(train_cmd(prepared, tmp_path / "st_resnet_star", "st_resnet_star", {**clips, "chunks": 5},
+                  init=[tmp_path / "st_resnet/model.pt"]))
+    for phase in ("motion", "appearance", "st_resnet", "st_resnet_star"):
+        assert len(curves(tmp_path / phase)) == (2 if phase in ("motion", "appearance") else 1)
+    star = load_checkpoint(tmp_path / "st_resnet_star/model.pt", "st_resnet_star")
+    assert star.extra["info"]["classes"][0] == "StillRedSquare"
+
+    videos = pd.read_csv(prepared / "videos.csv", dtype={"shard": str})
+    test = videos[videos["split1"] == "test"]
+    store = VideoStore(prepared, test, "dis")
+    scores = evaluate(load_model("st_resnet_star", [tmp_path / "st_resnet_star/model.pt"]), store,
+                      chunks=25, workers=0, device=torch.device("cpu"))
+    assert scores["appearance"].shape == scores["motion"].shape == (len(test), 7)
+    assert np.allclose(scores["fused"], (scores["appearance"] + scores["motion"]) / 2)
+    assert np.isfinite(scores["fused"]).all()
+    result = accuracy(scores["fused"], scores["labels"], star.extra["info"]["classes"])
+    assert result["videos"] == len(test) and 0 <= result["top1"] <= result["top5"] <= 100
+
+    top = predict(prepared.parent / "raw/UCF101/DiskMovingLeft/v_DiskMovingLeft_g01_c01.avi", tmp_path, top=5)
+    assert len(top) == 5 and abs(sum(p for _, p in top)) <= 1 + 1e-6
+    assert len({name for name, _ in top}) == 5

@@ -1,0 +1,240 @@
+"""Training and test samples from the frame and flow shards: sampling in time, the paper's
+augmentation, normalisation, and a deterministic schedule of which sample each step sees.
+
+A sample is a clip of T chunks (T = 1 for the stream phases); chunk i is frame t_i and, for the
+motion stream, the stack of L flow fields around t_i. All chunks of a clip, and both modalities,
+share one crop and one flip.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from .flow_reader import STACK_LENGTH, FlowReader, hflip_stack
+from .store import ShardReader
+
+# RGB input: torchvision's ImageNet mean/std, which its weights expect (IMPLEMENTATION-NOTES)
+RGB_MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
+RGB_STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
+FLOW_CENTRE = 128.0  # flow input: stored value - 128, no division (IMPLEMENTATION-NOTES)
+MOTION_CROP_SIDES = (256, 224, 192, 168)  # Sec. 3.4, for frames of short side 256
+
+
+class VideoStore:
+    """Frames and flow fields of a dataset's videos, read through one reader per shard."""
+
+    def __init__(self, results: str | Path, videos: pd.DataFrame, flow_method: str):
+        self.results, self.flow_method = Path(results), flow_method
+        self.videos = videos.reset_index(drop=True)
+        self._frames: dict[str, ShardReader] = {}
+        self._flow: dict[str, FlowReader] = {}
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def _readers(self, i: int) -> tuple[str, ShardReader, FlowReader]:
+        row = self.videos.iloc[i]
+        shard = row["shard"]
+        if shard not in self._frames:
+            self._frames[shard] = ShardReader(self.results / "frames" / f"{shard}.h5", expect={"stage": "frames"})
+            self._flow[shard] = FlowReader(self.results / "flow" / self.flow_method / f"{shard}.h5")
+        return row["path"], self._frames[shard], self._flow[shard]
+
+    def flow_reader(self, i: int) -> FlowReader:
+        return self._readers(i)[2]
+
+    def n_frames(self, i: int) -> int:
+        return int(self.videos.iloc[i]["n_frames"])
+
+    def label(self, i: int) -> int:
+        return int(self.videos.iloc[i]["label"])
+
+    def frame(self, i: int, t: int) -> np.ndarray:
+        key, frames, _ = self._readers(i)
+        return frames.image(key, int(t))
+
+    def flow_stack(self, i: int, t: int, length: int = STACK_LENGTH) -> np.ndarray:
+        key, _, flow = self._readers(i)
+        return flow.stack(key, int(t), length)
+
+
+def chunk_positions(n_frames: int, chunks: int, stride: int, start: float) -> np.ndarray:
+    """Frames of T chunks at temporal stride tau, starting at `start` (0..1) of the free range.
+
+    A video too short for the stride gets a smaller one; one with fewer frames than chunks is
+    padded symmetrically in time (Sec. 3.4, "For videos with less than ... frames").
+    """
+    if chunks > 1 and (chunks - 1) * stride + 1 > n_frames:
+        stride = max(1, (n_frames - 1) // (chunks - 1))
+    span = (chunks - 1) * stride + 1
+    if span > n_frames:
+        missing = chunks - n_frames
+        return np.pad(np.arange(n_frames), (missing // 2, missing - missing // 2), mode="symmetric")
+    t0 = int(start * (n_frames - span + 1 - 1e-9))
+    return t0 + stride * np.arange(chunks)
+
+
+def spread_positions(n_frames: int, chunks: int = 25) -> np.ndarray:
+    """`chunks` frames spread evenly over the whole video (Sec. 3.4: 25 for testing)."""
+    stride = max(1, (n_frames - 1) // max(1, chunks - 1))
+    return chunk_positions(n_frames, chunks, stride, 0.5)
+
+
+@dataclass
+class Crop:
+    x: int
+    y: int
+    w: int
+    h: int
+    flip: bool
+
+
+def sample_crop(rng: np.random.Generator, height: int, width: int, widths: Sequence[int],
+                heights: Sequence[int]) -> Crop:
+    """A crop of a drawn width and height at a corner or the centre, and a random flip."""
+    w = min(int(rng.choice(widths)), width)
+    h = min(int(rng.choice(heights)), height)
+    corner = int(rng.integers(5))  # 4 corners and the centre (Sec. 3.4, [1, 31])
+    x = {0: 0, 1: width - w, 2: 0, 3: width - w, 4: (width - w) // 2}[corner]
+    y = {0: 0, 1: 0, 2: height - h, 3: height - h, 4: (height - h) // 2}[corner]
+    return Crop(x, y, w, h, bool(rng.integers(2)))
+
+
+def crop_sizes(phase: str, rng: np.random.Generator, size: int, short_side: int) -> tuple[list[int], list[int]]:
+    """Candidate crop widths and heights for a training sample."""
+    if phase == "motion":
+        # Sec. 3.4: width and height drawn from {256, 224, 192, 168}, at short side 256
+        sides = [round(s * short_side / 256) for s in MOTION_CROP_SIDES]
+        return sides, sides
+    # Sec. 3.4: width and height of the 224 x 224 crop (of a frame of short side 256)
+    # jittered by +-25%; the crop is then resized to the network's input size
+    side, jitter = 224 * short_side / 256, rng.uniform(0.75, 1.25, size=2)
+    return [round(side * jitter[0])], [round(side * jitter[1])]
+
+
+def crop_resize(image: np.ndarray, crop: Crop | None, size: int | None) -> np.ndarray:
+    """(H, W, C) image cut to the crop and resized to size x size (no crop: as it is)."""
+    if crop is not None:
+        image = image[crop.y:crop.y + crop.h, crop.x:crop.x + crop.w]
+        image = cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
+    return image if image.ndim == 3 else image[:, :, None]
+
+
+def rgb_tensor(frames: list[np.ndarray], flip: bool) -> torch.Tensor:
+    """(T, H, W, 3) uint8 frames -> normalised (T, 3, H, W) float."""
+    x = np.stack(frames).astype(np.float32)
+    if flip:
+        x = x[:, :, ::-1]
+    return torch.from_numpy(np.ascontiguousarray(((x - RGB_MEAN) / RGB_STD).transpose(0, 3, 1, 2)))
+
+
+def flow_tensor(stacks: list[np.ndarray], flip: bool) -> torch.Tensor:
+    """(T, 2L, H, W) uint8 flow stacks -> (T, 2L, H, W) float, flipped as flow must be (u -> 255 - u)."""
+    x = np.stack([hflip_stack(s) if flip else s for s in stacks]).astype(np.float32)
+    return torch.from_numpy(x - FLOW_CENTRE)
+
+
+def quiet_worker(_: int) -> None:
+    """DataLoader worker set-up: one thread each, so workers do not compete with the model."""
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+
+
+class ClipDataset(Dataset):
+    """Training clips: T chunks at a stride from a random start, cropped, flipped, normalised.
+
+    Items are addressed by a spec (video index, seed, stride) from `SampleSchedule`, so what a
+    step sees does not depend on worker processes or on where a run was resumed.
+    """
+
+    def __init__(self, store: VideoStore, phase: str, chunks: int, size: int, short_side: int,
+                 rgb: bool = True, flow: bool = True):
+        self.store, self.phase, self.chunks, self.size = store, phase, chunks, size
+        self.short_side, self.rgb, self.flow = short_side, rgb, flow
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    def __getitem__(self, spec: tuple[int, int, int]) -> dict[str, torch.Tensor]:
+        video, seed, stride = spec
+        rng = np.random.default_rng(seed)
+        positions = chunk_positions(self.store.n_frames(video), self.chunks, stride, rng.uniform())
+        first = self.store.frame(video, positions[0])
+        widths, heights = crop_sizes(self.phase, rng, self.size, self.short_side)
+        crop = sample_crop(rng, first.shape[0], first.shape[1], widths, heights)
+        item = {"label": torch.tensor(self.store.label(video))}
+        if self.rgb:
+            frames = [crop_resize(self.store.frame(video, t), crop, self.size) for t in positions]
+            item["rgb"] = rgb_tensor(frames, crop.flip)
+        if self.flow:
+            stacks = [crop_resize(self.store.flow_stack(video, t).transpose(1, 2, 0), crop, self.size)
+                      .transpose(2, 0, 1) for t in positions]
+            item["flow"] = flow_tensor(stacks, crop.flip)
+        return item
+
+
+class WholeVideoDataset(Dataset):
+    """Whole test videos: `chunks` frames spread evenly, whole frames, each with its flip."""
+
+    def __init__(self, store: VideoStore, chunks: int = 25, rgb: bool = True, flow: bool = True):
+        self.store, self.chunks, self.rgb, self.flow = store, chunks, rgb, flow
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    def __getitem__(self, video: int) -> dict[str, torch.Tensor]:
+        positions = spread_positions(self.store.n_frames(video), self.chunks)
+        item = {"label": torch.tensor(self.store.label(video)), "index": torch.tensor(video)}
+        if self.rgb:
+            frames = [self.store.frame(video, t) for t in positions]
+            item["rgb"] = torch.stack([rgb_tensor(frames, False), rgb_tensor(frames, True)])
+        if self.flow:
+            stacks = [self.store.flow_stack(video, t) for t in positions]
+            item["flow"] = torch.stack([flow_tensor(stacks, False), flow_tensor(stacks, True)])
+        return item
+
+
+class SampleSchedule:
+    """Which samples micro-batch m of step `it` holds: a pure function of (seed, it, m).
+
+    The SGD batch is cut into ceil(batch / micro) micro-batches of near-equal size (Table 2's
+    256 samples with sub-batches of 86 give 86 + 85 + 85). Videos are visited in a fresh seeded
+    permutation each epoch; each sample has its own seed (start, crop, flip), and each
+    micro-batch its temporal stride drawn from `strides`.
+    """
+
+    def __init__(self, n_videos: int, batch: int, micro: int, seed: int, strides: tuple[int, int] = (1, 1)):
+        self.n, self.batch, self.seed, self.strides = n_videos, batch, seed, strides
+        self.sizes = [len(a) for a in np.array_split(np.arange(batch), -(-batch // micro))]
+        self.offsets = np.concatenate([[0], np.cumsum(self.sizes)])
+        self._perms: dict[int, np.ndarray] = {}
+
+    @property
+    def accumulation(self) -> int:
+        return len(self.sizes)
+
+    def _video(self, s: int) -> int:
+        epoch = s // self.n
+        if epoch not in self._perms:
+            self._perms = {epoch: np.random.default_rng([self.seed, epoch]).permutation(self.n)}
+        return int(self._perms[epoch][s % self.n])
+
+    def micro_batch(self, it: int, m: int) -> list[tuple[int, int, int]]:
+        first = it * self.batch + int(self.offsets[m])
+        stride = int(np.random.default_rng([self.seed, it, m, 1]).integers(self.strides[0], self.strides[1] + 1))
+        return [(self._video(s), int(np.random.default_rng([self.seed, s]).integers(2**31)), stride)
+                for s in range(first, first + self.sizes[m])]
+
+    def batches(self, start: int, stop: int, ranks: int = 1, rank: int = 0) -> Iterator[list[tuple[int, int, int]]]:
+        """Micro-batches of steps start..stop-1 that process `rank` of `ranks` takes."""
+        for it in range(start, stop):
+            for m in range(rank, self.accumulation, ranks):
+                yield self.micro_batch(it, m)

@@ -1,0 +1,97 @@
+"""Evaluation stage: fully convolutional testing of a trained model on a split's test videos.
+
+Sec. 3.4: 25 frames spread evenly over each video, each with its horizontal flip, whole frames
+(no crops), one forward pass per video; pre-softmax scores averaged over space, time positions
+and flips. Each stream's scores are saved, and their equal-weight average (the fusion).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from .data import VideoStore, WholeVideoDataset, quiet_worker
+from .index import read_table
+from .models import load_checkpoint, two_stream
+
+log = logging.getLogger(__name__)
+KINDS = ("two_stream", "st_resnet", "st_resnet_star")
+
+
+def load_model(kind: str, models: list[str]) -> nn.Module:
+    """two_stream from the appearance and motion checkpoints; the others from their own."""
+    if kind == "two_stream":
+        return two_stream(load_checkpoint(models[0], "appearance").model,
+                          load_checkpoint(models[1], "motion").model)
+    return load_checkpoint(models[0], kind).model
+
+
+@torch.inference_mode()
+def video_scores(model: nn.Module, item: dict[str, torch.Tensor], device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    """Each stream's class scores of one video, averaged over space, time and flips."""
+    rgb, flow = item["rgb"].to(device), item["flow"].to(device)  # (flips, T, C, H, W)
+    chunks = rgb.shape[1]
+    autocast = torch.autocast("cuda", torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+    with autocast:
+        appearance, motion = model.scores(rgb.flatten(0, 1), flow.flatten(0, 1), chunks)  # (flips, T', K, h, w)
+    return (appearance.float().mean((0, 1, 3, 4)).cpu().numpy(),
+            motion.float().mean((0, 1, 3, 4)).cpu().numpy())
+
+
+def evaluate(model: nn.Module, store: VideoStore, chunks: int = 25, workers: int = 2,
+             device: torch.device | None = None) -> dict[str, np.ndarray]:
+    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = model.to(device).eval()
+    loader = DataLoader(WholeVideoDataset(store, chunks), batch_size=None, num_workers=workers,
+                        worker_init_fn=quiet_worker)
+    appearance, motion = [], []
+    for item in tqdm(loader, desc="evaluate", unit="video", mininterval=5):
+        a, m = video_scores(model, item, device)
+        appearance.append(a)
+        motion.append(m)
+    appearance, motion = np.stack(appearance), np.stack(motion)
+    return {"appearance": appearance, "motion": motion, "fused": (appearance + motion) / 2,
+            "labels": store.videos["label"].to_numpy(), "paths": store.videos["path"].to_numpy(str)}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="stresnet evaluate", description=__doc__)
+    p.add_argument("--kind", required=True, choices=KINDS)
+    p.add_argument("--models", nargs="+", required=True,
+                   help="model.pt files: appearance and motion for two_stream, else the model's own")
+    p.add_argument("--videos", required=True)
+    p.add_argument("--results", required=True, help="results/<dataset>")
+    p.add_argument("--split", type=int, required=True)
+    p.add_argument("--flow-method", default="tvl1")
+    p.add_argument("--chunks", type=int, default=25)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--out", required=True, help="NPZ of the scores")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    videos = read_table(args.videos)
+    test = videos[(videos[f"split{args.split}"] == "test") & (videos["status"] == "ok")]
+    store = VideoStore(args.results, test, args.flow_method)
+    scores = evaluate(load_model(args.kind, args.models), store, args.chunks, args.workers)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    np.savez(args.out, **scores)
+    log.info("%s: %d test videos, top-1 %.3f", args.kind, len(test),
+             (scores["fused"].argmax(1) == scores["labels"]).mean())
+
+
+if __name__ == "__main__":
+    main()

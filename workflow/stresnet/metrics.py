@@ -1,0 +1,85 @@
+"""Metrics stage: Table 3's rows for one split from the saved scores, and their mean over splits."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+# Table 3's columns: which saved scores give each stage
+STAGES = {"appearance": ("two_stream", "appearance"), "motion": ("two_stream", "motion"),
+          "two_stream": ("two_stream", "fused"), "st_resnet": ("st_resnet", "fused"),
+          "st_resnet_star": ("st_resnet_star", "fused")}
+
+
+def accuracy(scores: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict:
+    """Top-1, top-5, mean class accuracy and per-class accuracy (in %) of class scores."""
+    top = np.argsort(-scores, axis=1)
+    hit1 = top[:, 0] == labels
+    hit5 = (top[:, :5] == labels[:, None]).any(1)
+    per_class = {classes[c]: float(100 * hit1[labels == c].mean()) for c in np.unique(labels)}
+    return {"top1": float(100 * hit1.mean()), "top5": float(100 * hit5.mean()),
+            "mean_class_accuracy": float(np.mean(list(per_class.values()))),
+            "per_class": per_class, "videos": int(len(labels))}
+
+
+def confusion(scores: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
+    matrix = np.zeros((n_classes, n_classes), np.int64)
+    np.add.at(matrix, (labels, scores.argmax(1)), 1)
+    return matrix
+
+
+def split_metrics(score_dir: Path, classes: list[str], config_digest: str) -> dict:
+    files = {kind: np.load(score_dir / f"{kind}.npz") for kind in {k for k, _ in STAGES.values()}}
+    out = {stage: accuracy(files[kind][part], files[kind]["labels"], classes)
+           for stage, (kind, part) in STAGES.items()}
+    return {"stages": out, "config_digest": config_digest}
+
+
+def aggregate(per_split: list[dict]) -> dict:
+    """The mean over splits of each stage's figures, laid out like Table 3."""
+    table = {}
+    for stage in STAGES:
+        rows = [m["stages"][stage] for m in per_split]
+        table[stage] = {key: float(np.mean([r[key] for r in rows]))
+                        for key in ("top1", "top5", "mean_class_accuracy")}
+        table[stage]["top1_per_split"] = [r["top1"] for r in rows]
+    return {"splits": len(per_split), "table3": table,
+            "config_digests": sorted({m["config_digest"] for m in per_split})}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="stresnet metrics", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("split", help="metrics.json of one split")
+    s.add_argument("--scores", required=True, help="folder of two_stream/st_resnet/st_resnet_star.npz")
+    s.add_argument("--classes", required=True, help="videos.csv (class names by label)")
+    s.add_argument("--config-digest", required=True)
+    s.add_argument("--out", required=True)
+    a = sub.add_parser("aggregate", help="the mean over splits")
+    a.add_argument("--inputs", nargs="+", required=True)
+    a.add_argument("--out", required=True)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    if args.command == "split":
+        from .index import read_table
+
+        videos = read_table(args.classes)
+        classes = list(videos.sort_values("label").drop_duplicates("label")["class"])
+        result = split_metrics(Path(args.scores), classes, args.config_digest)
+    else:
+        result = aggregate([json.loads(Path(p).read_text()) for p in args.inputs])
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    log.info("-> %s", args.out)
+
+
+if __name__ == "__main__":
+    main()

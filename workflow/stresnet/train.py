@@ -1,0 +1,265 @@
+"""Training stage: one of the four phases of Table 2, resumable, on CPU, CUDA or several GPUs.
+
+motion and appearance train a ResNet-50 stream each; st_resnet converts both into ST-ResNet
+(temporal filters, motion -> appearance residuals); st_resnet_star adds temporal max pooling
+and continues from st_resnet. Run under torchrun for DDP (one process per GPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import hashlib
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from .data import ClipDataset, SampleSchedule, VideoStore, quiet_worker
+from .index import read_table
+from .models import (appearance_stream, build_model, convert_sub_batch_norm, load_checkpoint,
+                     load_weights, motion_stream, model_meta, save_checkpoint, set_chunks, st_resnet)
+
+log = logging.getLogger(__name__)
+PHASES = ("motion", "appearance", "st_resnet", "st_resnet_star")
+INPUTS = {"motion": ("flow",), "appearance": ("rgb",), "st_resnet": ("rgb", "flow"),
+          "st_resnet_star": ("rgb", "flow")}
+
+
+def lr_at(it: int, schedule: list[list[float]]) -> float:
+    """Table 2's step schedule: [[lr, iterations], ...] -> learning rate of step `it`."""
+    for lr, iterations in schedule:
+        if it < iterations:
+            return float(lr)
+        it -= iterations
+    return float(schedule[-1][0])
+
+
+def total_iterations(schedule: list[list[float]]) -> int:
+    return int(sum(iterations for _, iterations in schedule))
+
+
+def digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def initial_model(phase: str, num_classes: int, pretrained: str, init: list[str]) -> nn.Module:
+    """The model a phase starts from: ImageNet streams, or the previous phases' checkpoints."""
+    if phase == "motion":
+        return motion_stream(num_classes, pretrained)
+    if phase == "appearance":
+        return appearance_stream(num_classes, pretrained)
+    if phase == "st_resnet":
+        appearance = load_checkpoint(init[0], "appearance").model
+        motion = load_checkpoint(init[1], "motion").model
+        return st_resnet(appearance, motion)
+    previous = load_checkpoint(init[0], "st_resnet")
+    model = build_model({**previous.meta, "kind": "st_resnet_star", "pool_window": 5, "pool_stride": 2})
+    model.load_state_dict(previous.model.state_dict())  # max pooling adds no parameters
+    return model
+
+
+def clip_loss(model: nn.Module, phase: str, batch: dict[str, torch.Tensor], chunks: int) -> tuple[torch.Tensor, int]:
+    """One cross-entropy per stream per chunk (Sec. 3.4), summed over streams; and the hits
+    of the summed scores."""
+    labels = batch["label"]
+    if phase in ("motion", "appearance"):
+        x = batch["flow" if phase == "motion" else "rgb"].flatten(0, 1)
+        set_chunks(model, chunks)
+        logits = model(x).unflatten(0, (-1, chunks))
+        streams = [logits]
+    else:
+        streams = list(model(batch["rgb"].flatten(0, 1), batch["flow"].flatten(0, 1), chunks))
+    positions = streams[0].shape[1]
+    target = labels[:, None].expand(-1, positions).flatten()
+    loss = sum(F.cross_entropy(s.flatten(0, 1).float(), target) for s in streams)
+    hits = (sum(s.float() for s in streams).mean(1).argmax(1) == labels).sum().item()
+    return loss, hits
+
+
+class Trainer:
+    """The training loop of one phase (after nanoGPT's train.py)."""
+
+    def __init__(self, args: argparse.Namespace, cfg: dict[str, Any]):
+        self.args, self.cfg, self.phase = args, cfg, args.phase
+        self.out = Path(args.out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1
+        if self.ddp:
+            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        self.rank = dist.get_rank() if self.ddp else 0
+        self.world = dist.get_world_size() if self.ddp else 1
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        self.device = torch.device(f"cuda:{local}" if torch.cuda.is_available() and args.device != "cpu" else "cpu")
+        self.main = self.rank == 0
+        torch.manual_seed(cfg["seed"])
+
+        videos = read_table(args.videos)
+        train = videos[(videos[f"split{args.split}"] == "train") & (videos["status"] == "ok")]
+        if train.empty:
+            raise ValueError(f"{args.videos}: no usable training videos in split {args.split}")
+        self.num_classes = int(videos["label"].max()) + 1
+        store = VideoStore(args.results, train, args.flow_method)
+        classes = videos.sort_values("label").drop_duplicates("label")["class"]
+        flow = store.flow_reader(0).attrs
+        # what predict needs to prepare a new video as this data was prepared
+        self.info = {"classes": list(classes), "short_side": args.short_side,
+                     "flow": {k: flow[k] for k in ("method", "params", "bound", "jpeg_quality")}}
+        wants = INPUTS[self.phase]
+        self.dataset = ClipDataset(store, self.phase, cfg["chunks"], cfg["size"], args.short_side,
+                                   rgb="rgb" in wants, flow="flow" in wants)
+        self.schedule = SampleSchedule(len(train), cfg["batch"], cfg["micro_batch"], cfg["seed"],
+                                       tuple(cfg["stride"]))
+        if self.schedule.accumulation % self.world:
+            raise ValueError(f"batch/micro_batch = {self.schedule.accumulation} micro-batches per step "
+                             f"cannot be shared by {self.world} processes")
+        self.iterations = total_iterations(cfg["lr"])
+
+        model = initial_model(self.phase, self.num_classes, args.pretrained, args.init)
+        if cfg["micro_batch"] > cfg["bn_batch"]:  # Sec. 3.3: sub-batch normalisation
+            convert_sub_batch_norm(model, cfg["bn_batch"])
+        self.model = model.to(self.device)
+        if self.device.type == "cuda":
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=lr_at(0, cfg["lr"]),
+                                         momentum=cfg["momentum"], weight_decay=cfg["weight_decay"])
+        self.net = DistributedDataParallel(self.model) if self.ddp else self.model
+        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda"
+                         else contextlib.nullcontext())
+        self.state_file = self.out / "checkpoint.pt"
+        self.curves: list[dict[str, float]] = []
+        self.start = self._resume()
+
+    def _resume(self) -> int:
+        """The step to start from: after the last checkpoint of a run with the same settings."""
+        if not self.state_file.exists():
+            return 0
+        try:
+            extra = load_weights(self.model, self.state_file)
+        except (ValueError, FileNotFoundError) as e:
+            log.warning("ignoring %s: %s", self.state_file, e)
+            return 0
+        if extra.get("settings") != self.settings_digest():
+            log.warning("%s was made with other settings; starting afresh", self.state_file)
+            return 0
+        self.optimizer.load_state_dict(extra["optimizer"])
+        torch.set_rng_state(extra["rng"])
+        self.curves = list(extra["curves"])
+        log.info("resuming %s from step %d", self.phase, extra["iteration"])
+        return int(extra["iteration"])
+
+    def settings_digest(self) -> str:
+        a = self.args
+        return digest({"cfg": self.cfg, "phase": a.phase, "split": a.split, "init": a.init,
+                       "pretrained": a.pretrained, "flow": a.flow_method})
+
+    def _checkpoint(self, it: int) -> None:
+        if self.main:
+            save_checkpoint(self.state_file, self.model, {
+                "iteration": it, "optimizer": self.optimizer.state_dict(), "rng": torch.get_rng_state(),
+                "curves": self.curves, "settings": self.settings_digest(), "lr_schedule": self.cfg["lr"]})
+            self._write_curves()
+        if self.ddp:
+            dist.barrier()
+
+    def _write_curves(self) -> None:
+        with open(self.out / "curves.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=["step", "lr", "loss", "accuracy", "samples_per_s"])
+            writer.writeheader()
+            writer.writerows(self.curves)
+
+    def _loader(self) -> DataLoader:
+        batches = list(self.schedule.batches(self.start, self.iterations, self.world, self.rank))
+        return DataLoader(self.dataset, batch_sampler=batches, num_workers=self.cfg["workers"],
+                          worker_init_fn=quiet_worker, pin_memory=self.device.type == "cuda")
+
+    def fit(self) -> None:
+        cfg, chunks = self.cfg, self.cfg["chunks"]
+        micro_per_rank = self.schedule.accumulation // self.world
+        batches = iter(self._loader())
+        bar = tqdm(range(self.start, self.iterations), desc=self.phase, disable=not self.main,
+                   initial=self.start, total=self.iterations, mininterval=2)
+        self.net.train()
+        for it in bar:
+            tic = time.perf_counter()
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr_at(it, cfg["lr"])
+            loss_sum, hits = torch.zeros((), device=self.device), torch.zeros((), device=self.device)
+            for m in range(micro_per_rank):
+                batch = {k: v.to(self.device, non_blocking=True) for k, v in next(batches).items()}
+                if self.device.type == "cuda":
+                    batch = {k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v
+                             for k, v in batch.items()}
+                sync = self.net.no_sync() if self.ddp and m < micro_per_rank - 1 else contextlib.nullcontext()
+                with sync, self.autocast:
+                    loss, h = clip_loss(self.net, self.phase, batch, chunks)
+                # the mean over the SGD batch; DDP averages over processes, hence the world size
+                (loss * len(batch["label"]) * self.world / cfg["batch"]).backward()
+                loss_sum += loss.detach() * len(batch["label"])
+                hits += h
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.ddp:
+                dist.all_reduce(loss_sum)
+                dist.all_reduce(hits)
+            seconds = time.perf_counter() - tic
+            row = {"step": it + 1, "lr": lr_at(it, cfg["lr"]), "loss": loss_sum.item() / cfg["batch"],
+                   "accuracy": hits.item() / cfg["batch"], "samples_per_s": cfg["batch"] / seconds}
+            self.curves.append(row)
+            bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['accuracy']:.2f}",
+                            samples_s=f"{row['samples_per_s']:.1f}")
+            if (it + 1) % cfg["checkpoint_every"] == 0 and it + 1 < self.iterations:
+                self._checkpoint(it + 1)
+        if self.main:
+            self._write_curves()
+            save_checkpoint(self.out / "model.pt", self.model, {
+                "phase": self.phase, "iterations": self.iterations, "settings": self.settings_digest(),
+                "config": json.dumps(self.cfg), "info": self.info})
+            self.state_file.unlink(missing_ok=True)
+        if self.ddp:
+            dist.barrier()
+            dist.destroy_process_group()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="stresnet train", description=__doc__)
+    p.add_argument("--phase", required=True, choices=PHASES)
+    p.add_argument("--videos", required=True, help="videos.csv of the dataset")
+    p.add_argument("--results", required=True, help="results/<dataset>, holding frames/ and flow/")
+    p.add_argument("--split", type=int, required=True)
+    p.add_argument("--flow-method", default="tvl1")
+    p.add_argument("--short-side", type=int, default=256, help="short side of the stored frames")
+    p.add_argument("--config", required=True, help="the phase's settings as JSON (see config.yaml train:)")
+    p.add_argument("--pretrained", default="imagenet", help="imagenet | none | path (stream phases)")
+    p.add_argument("--init", nargs="*", default=[],
+                   help="st_resnet: appearance and motion model.pt; st_resnet_star: st_resnet model.pt")
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu"])
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = json.loads(args.config)
+    Trainer(args, cfg).fit()
+
+
+if __name__ == "__main__":
+    main()
