@@ -110,10 +110,14 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=1, help="runs of each measurement; the fastest counts")
     p.add_argument("--keep", help="folder to keep the frame and flow shards in (for flowviz)")
     p.add_argument("--no-write", action="store_true", help="print only, leave docs/benchmarks.md")
+    p.add_argument("--methods", nargs="+", default=["dis", "farneback", "tvl1"], choices=["dis", "farneback", "tvl1"])
+    p.add_argument("--section", default="Optical flow", help="section of docs/benchmarks.md to write")
     p.add_argument("--reference", nargs=2, metavar=("FRAMES", "OUT"), help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.reference:
         return reference(Path(a.reference[0]), Path(a.reference[1]))
+    if "tvl1" not in a.methods:
+        p.error("--methods must include tvl1 (the compute bound and the reference are TV-L1's)")
 
     root = Path(a.videos)
     paths = sorted(q for q in root.rglob("*") if q.suffix in SUFFIXES)
@@ -126,7 +130,8 @@ def main() -> None:
     load_before = os.getloadavg()
 
     rows, sizes = [], {}
-    for method, n in (("dis", a.fast_frames), ("farneback", a.fast_frames), ("tvl1", a.frames)):
+    for method in a.methods:
+        n = a.frames if method == "tvl1" else a.fast_frames
         shards = {name: work / f"frames_{n}_{name}.h5" for name in ("all", "half1", "half2")}
         write_frames(clips, shards["all"], n)
         write_frames({k: clips[k] for k in keys[0::2]}, shards["half1"], n)
@@ -195,7 +200,7 @@ the reference (2 per field; these clips have {full_length:.0f} frames on average
 """
     print(body)
     if not a.no_write:
-        write_section("Optical flow", body)
+        write_section(a.section, body)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ Prints a markdown table: parameters and multiply-adds of every model kind; a tra
 (forward + backward) of ST-ResNet against the plain two-stream net on the same clips; and the
 test of one video (25 chunks and their flips) run fully convolutionally by ST-ResNet* against
 the original two-stream testing (10 crops of 224 per frame, 25 frames, both streams).
-Inputs are random: only time is measured (so flipped flow keeps the sign of u). On CUDA the models run in channels_last memory format under bf16 autocast.
+Inputs are random, only time is measured (so flipped flow keeps the sign of u). On CUDA the
+models run in channels_last memory format under bf16 autocast.
 """
 
 import argparse
@@ -115,6 +116,62 @@ def machine() -> str:
     return f"{cpu}, {torch.get_num_threads()} threads{gpu}; torch {torch.__version__}, torchvision {torchvision.__version__}"
 
 
+def size_rows(models: dict[str, nn.Module]) -> list[str]:
+    """Parameters and multiply-adds per 224x224 chunk (5-chunk clips for the two-stream kinds)."""
+    rgb, flow = clips(1, 5, (224, 224))
+    rows = ["| model | parameters (M) | multiply-adds per chunk, 224x224 (G) |", "| --- | ---: | ---: |"]
+    for name, model in models.items():
+        if name == "motion":
+            gmacs = macs(model, flow[:1]) / 1e9
+        elif isinstance(model, torchvision.models.ResNet):
+            gmacs = macs(model, rgb[:1]) / 1e9
+        else:
+            gmacs = macs(model, rgb, flow, 5) / 5e9
+        rows.append(f"| {name} | {sum(p.numel() for p in model.parameters()) / 1e6:.2f} | {gmacs:.2f} |")
+    return rows
+
+
+def training_row(runner: Runner, st: nn.Module, plain: nn.Module, args: argparse.Namespace) -> str:
+    rgb, flow = runner.inputs(*clips(args.train_videos, args.train_chunks, (args.train_size,) * 2))
+    labels = torch.randint(args.classes, (args.train_videos,), device=runner.device)
+    st.train()
+    plain.train()
+    t_st, t_plain = compare(
+        runner,
+        lambda: train_step(runner, st, rgb, flow, args.train_chunks, labels),
+        lambda: train_step(runner, plain, rgb, flow, args.train_chunks, labels),
+        args.repeats,
+    )
+    ratio = macs(st, rgb, flow, args.train_chunks) / macs(plain, rgb, flow, args.train_chunks)
+    return (
+        f"| training step (forward + backward), {args.train_videos} videos x {args.train_chunks} chunks, "
+        f"{args.train_size}x{args.train_size} | {t_st:.2f} s | {t_plain:.2f} s | {t_st / t_plain:.2f} "
+        f"| {ratio:.2f} | <= 1.2 |"
+    )
+
+
+def test_row(runner: Runner, star: nn.Module, plain: nn.Module, args: argparse.Namespace) -> str:
+    t = args.test_chunks
+    rgb, flow = clips(1, t, tuple(args.test_size))
+    video = runner.inputs(rgb, flow)
+    star.eval()
+    plain.eval()
+    with torch.inference_mode():
+        t_ours, t_orig = compare(
+            runner,
+            lambda: fully_convolutional_test(runner, star, *video, t),
+            lambda: original_two_stream_test(runner, plain, *video, frames_per_pass=5),
+            args.test_repeats,
+        )
+    crops = torch.cat(ten_crop(rgb, 224)), torch.cat(ten_crop(flow, 224))
+    ratio = macs(plain, *crops, 1) / macs(star, torch.cat([rgb, rgb]), torch.cat([flow, flow]), t)
+    return (
+        f"| test of one video, {t} chunks + flips: ST-ResNet* fully convolutional at "
+        f"{'x'.join(map(str, args.test_size))} vs 10 crops of 224 x {t} frames | {t_ours:.2f} s "
+        f"| {t_orig:.2f} s | {t_orig / t_ours:.2f}x less time | {ratio:.2f}x fewer | >= 3x less time |"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", help="cpu or cuda (cuda adds bf16 autocast and channels_last)")
@@ -135,75 +192,35 @@ def main() -> None:
     runner = Runner(args.device, channels_last=args.channels_last or args.device.startswith("cuda"))
     load = os.getloadavg()[0]
     appearance, motion = appearance_stream(args.classes, "none"), motion_stream(args.classes, "none", FLOW)
-    models = {
-        "two_stream (two plain ResNet-50 streams)": two_stream(appearance, motion),
-        "st_resnet": st_resnet(appearance, motion),
-        "st_resnet_star": st_resnet_star(appearance, motion),
-    }
-    chunk = clips(1, 5, (224, 224))
-    rows = ["| model | parameters (M) | multiply-adds per chunk, 224x224 (G) |", "| --- | ---: | ---: |"]
-    for name, model in {"ResNet-50 (torchvision)": torchvision.models.resnet50(), "appearance": appearance, "motion": motion}.items():
-        x = chunk[1 if name == "motion" else 0][:1]
-        rows.append(f"| {name} | {sum(p.numel() for p in model.parameters()) / 1e6:.2f} | {macs(model, x) / 1e9:.2f} |")
-    for name, model in models.items():
-        rows.append(f"| {name} | {sum(p.numel() for p in model.parameters()) / 1e6:.2f} | {macs(model, *chunk, 5) / 5e9:.2f} |")
-
-    plain, st, star = (runner.model(m) for m in models.values())
-    rgb, flow = runner.inputs(*clips(args.train_videos, args.train_chunks, (args.train_size,) * 2))
-    labels = torch.randint(args.classes, (args.train_videos,), device=runner.device)
-    plain.train()
-    st.train()
-    t_st, t_plain = compare(
-        runner,
-        lambda: train_step(runner, st, rgb, flow, args.train_chunks, labels),
-        lambda: train_step(runner, plain, rgb, flow, args.train_chunks, labels),
-        args.repeats,
+    plain, st, star = two_stream(appearance, motion), st_resnet(appearance, motion), st_resnet_star(appearance, motion)
+    rows = size_rows(
+        {
+            "ResNet-50 (torchvision)": torchvision.models.resnet50(),
+            "appearance": appearance,
+            "motion": motion,
+            "two_stream (two plain ResNet-50 streams)": plain,
+            "st_resnet": st,
+            "st_resnet_star": star,
+        }
     )
-    train_macs = macs(st, rgb, flow, args.train_chunks) / macs(plain, rgb, flow, args.train_chunks)
-
-    rgb, flow = clips(1, args.test_chunks, tuple(args.test_size))
-    video = runner.inputs(rgb, flow)
-    plain.eval()
-    star.eval()
-    with torch.inference_mode():
-        t_ours, t_orig = compare(
-            runner,
-            lambda: fully_convolutional_test(runner, star, *video, args.test_chunks),
-            lambda: original_two_stream_test(runner, plain, *video, frames_per_pass=5),
-            args.test_repeats,
-        )
-    crops = torch.cat(ten_crop(rgb, 224)), torch.cat(ten_crop(flow, 224))
-    test_macs = macs(plain, *crops, 1) / macs(star, torch.cat([rgb, rgb]), torch.cat([flow, flow]), args.test_chunks)
-
-    train = f"{args.train_videos} videos x {args.train_chunks} chunks, {args.train_size}x{args.train_size}"
-    test = f"{args.test_chunks} chunks + flips"
-    size = "x".join(map(str, args.test_size))
+    plain, st, star = runner.model(plain), runner.model(st), runner.model(star)
     rows += [
         "",
         "| measurement | ST-ResNet | two plain ResNet-50 streams | ratio (time) | ratio (multiply-adds) | target |",
         "| --- | ---: | ---: | ---: | ---: | --- |",
-        f"| training step (forward + backward), {train} | {t_st:.2f} s | {t_plain:.2f} s "
-        f"| {t_st / t_plain:.2f} | {train_macs:.2f} | <= 1.2 |",
-        f"| test of one video, {test}: ST-ResNet* fully convolutional at {size} vs 10 crops of 224 x "
-        f"{args.test_chunks} frames | {t_ours:.2f} s | {t_orig:.2f} s | {t_orig / t_ours:.2f}x less time "
-        f"| {test_macs:.2f}x fewer | >= 3x less time |",
+        training_row(runner, st, plain, args),
+        test_row(runner, star, plain, args),
     ]
     command = "PYTHONPATH=workflow python " + shlex.join(["benchmarks/bench_models.py", *sys.argv[1:]])
-    section = "\n".join(
-        [
-            "## Models",
-            "",
-            f"Machine: {machine()}; device {args.device}, {runner.memory_format}"
-            f"{', bf16 autocast' if runner.cuda else ''}; 1-minute load average {load:.1f} before, "
-            f"{os.getloadavg()[0]:.1f} after (other jobs on the machine slow both methods). "
-            f"Command: `{command}`. Date: {datetime.date.today().isoformat()}. "
-            f"Times are medians of {args.repeats} training steps and {args.test_repeats} test passes "
-            "after one warm-up each, the two methods measured alternately.",
-            "",
-            *rows,
-            "",
-        ]
+    notes = (
+        f"Machine: {machine()}; device {args.device}, {runner.memory_format}"
+        f"{', bf16 autocast' if runner.cuda else ''}. Command: `{command}`. "
+        f"Date: {datetime.date.today().isoformat()}. Times are medians of {args.repeats} training steps "
+        f"and {args.test_repeats} test passes after one warm-up each, the two methods measured alternately; "
+        f"1-minute load average {load:.1f} before and {os.getloadavg()[0]:.1f} after (this run alone adds "
+        f"about {torch.get_num_threads()}, more means other jobs shared the CPU)."
     )
+    section = "\n".join(["## Models", "", notes, "", *rows, ""])
     print(section)
     if args.append:
         write_section(args.append, section)

@@ -143,17 +143,22 @@ def test_demo_classes_need_different_cues():
     from stresnet.demo import render_clip
 
     moving = {}
-    for cls, (colour, shape, velocity) in CLASSES.items():
+    for cls, (colour, shape, velocity, growth) in CLASSES.items():
         frames = render_clip(cls, np.random.default_rng(0), 20, 128, 96).astype(int)
         mask = np.abs(frames - np.array(colour)).sum(-1) < 40
-        dx, dy = (round(v) for v in velocity)
-        # the object of frame t, moved by the class velocity, is the object of frame t + 1
-        moved = np.roll(mask[:-1], (dy, dx), axis=(1, 2))[:, 4:-4, 4:-4]
-        following = mask[1:, 4:-4, 4:-4]
-        assert (moved & following).sum() / (moved | following).sum() > 0.9, cls
-        assert mask.sum((1, 2)).min() > 200, cls  # always well visible
+        area = mask.sum((1, 2))
+        assert area.min() > 200, cls  # always well visible
+        if growth:
+            assert (np.diff(area) * np.sign(growth) > 0).all(), cls
+        else:
+            dx, dy = (round(v) for v in velocity)
+            # the object of frame t, moved by the class velocity, is the object of frame t + 1
+            moved = np.roll(mask[:-1], (dy, dx), axis=(1, 2))[:, 4:-4, 4:-4]
+            following = mask[1:, 4:-4, 4:-4]
+            assert (moved & following).sum() / (moved | following).sum() > 0.9, cls
         if not cls.startswith("Still"):
-            assert velocity != (0.0, 0.0)
+            assert velocity != (0.0, 0.0) or growth
+            assert velocity[0] == 0  # no class is the mirror image of another
             moving[cls] = (colour, shape)
     assert len(set(moving.values())) == 1  # the moving classes look the same
     still = {CLASSES[c][:2] for c in CLASSES if c.startswith("Still")}

@@ -120,6 +120,6 @@ def test_all_phases_then_evaluation_and_predict(prepared, tmp_path):
     result = accuracy(scores["fused"], scores["labels"], star.extra["info"]["classes"])
     assert result["videos"] == len(test) and 0 <= result["top1"] <= result["top5"] <= 100
 
-    top = predict(prepared.parent / "raw/UCF101/DiskMovingLeft/v_DiskMovingLeft_g01_c01.avi", tmp_path, top=5)
+    top = predict(prepared.parent / "raw/UCF101/DiskGrowing/v_DiskGrowing_g01_c01.avi", tmp_path, top=5)
     assert len(top) == 5 and abs(sum(p for _, p in top)) <= 1 + 1e-6
     assert len({name for name, _ in top}) == 5

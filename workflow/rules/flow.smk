@@ -12,7 +12,7 @@ rule flow:
     wildcard_constraints:
         method="tvl1|dis|farneback",
     params:
-        method_params=lambda wc: shlex.quote(json.dumps(config["flow"][wc.method], sort_keys=True)),
+        method_params=lambda wc: shlex.quote(json.dumps(setting(wc.dataset, "flow")[wc.method], sort_keys=True)),
         bound=lambda wc: setting(wc.dataset, "flow")["bound"],
         quality=lambda wc: setting(wc.dataset, "flow")["jpeg_quality"],
     threads: config["flow"]["threads"]

@@ -2,9 +2,10 @@
 
 Its classes need different cues. In the `Still*` classes an object of a class-specific colour
 and shape stands still: only appearance tells them apart. In the `Disk*` classes the same grey
-disk moves in a class-specific direction: only motion tells them apart (a single frame shows a
-disk somewhere). So the appearance stream, the motion stream and their fusion each show their
-part in the metrics.
+disk moves up or down, grows or shrinks: only motion tells them apart (a single frame shows a
+disk somewhere, of some size). So the appearance stream, the motion stream and their fusion
+each show their part in the metrics. No class is the mirror image of another, since training
+flips frames horizontally (a disk moving left, flipped, moves right).
 """
 
 from __future__ import annotations
@@ -20,15 +21,15 @@ from .video import encode_video
 
 log = logging.getLogger(__name__)
 
-# name -> (colour RGB, shape, velocity in px/frame (dx, dy))
+# name -> (colour RGB, shape, velocity in px/frame (dx, dy), growth of the radius in px/frame)
 CLASSES = {
-    "StillRedSquare": ((220, 40, 40), "square", (0.0, 0.0)),
-    "StillGreenTriangle": ((40, 200, 60), "triangle", (0.0, 0.0)),
-    "StillBlueDisk": ((50, 70, 230), "disk", (0.0, 0.0)),
-    "DiskMovingLeft": ((200, 200, 200), "disk", (-2.0, 0.0)),
-    "DiskMovingRight": ((200, 200, 200), "disk", (2.0, 0.0)),
-    "DiskMovingUp": ((200, 200, 200), "disk", (0.0, -2.0)),
-    "DiskMovingDown": ((200, 200, 200), "disk", (0.0, 2.0)),
+    "StillRedSquare": ((220, 40, 40), "square", (0.0, 0.0), 0.0),
+    "StillGreenTriangle": ((40, 200, 60), "triangle", (0.0, 0.0), 0.0),
+    "StillBlueDisk": ((50, 70, 230), "disk", (0.0, 0.0), 0.0),
+    "DiskMovingUp": ((200, 200, 200), "disk", (0.0, -2.0), 0.0),
+    "DiskMovingDown": ((200, 200, 200), "disk", (0.0, 2.0), 0.0),
+    "DiskGrowing": ((200, 200, 200), "disk", (0.0, 0.0), 1.5),
+    "DiskShrinking": ((200, 200, 200), "disk", (0.0, 0.0), -1.5),
 }
 
 
@@ -44,8 +45,8 @@ def _mask(shape: str, h: int, w: int, cx: float, cy: float, r: float) -> np.ndar
 
 def render_clip(cls: str, rng: np.random.Generator, n_frames: int, width: int, height: int) -> np.ndarray:
     """(T, H, W, 3) uint8 frames of one clip of class `cls`."""
-    colour, shape, (vx, vy) = CLASSES[cls]
-    r = rng.uniform(0.28, 0.36) * height  # large: the demo must be learnt in minutes
+    colour, shape, (vx, vy), growth = CLASSES[cls]
+    r = rng.uniform(0.28, 0.32) * height  # mean radius; large: the demo must be learnt in minutes
     travel_x, travel_y = abs(vx) * (n_frames - 1), abs(vy) * (n_frames - 1)
     # the centre stays inside the frame (at least half the object is always visible)
     x0 = rng.uniform(r / 2, width - r / 2 - travel_x) + (travel_x if vx < 0 else 0)
@@ -56,13 +57,14 @@ def render_clip(cls: str, rng: np.random.Generator, n_frames: int, width: int, h
     frames = np.empty((n_frames, height, width, 3), np.uint8)
     for t in range(n_frames):
         image = background.copy()
-        image[_mask(shape, height, width, x0 + vx * t, y0 + vy * t, r)] = colour
+        radius = r + growth * (t - (n_frames - 1) / 2)
+        image[_mask(shape, height, width, x0 + vx * t, y0 + vy * t, radius)] = colour
         image += rng.normal(0, 3, size=image.shape).astype(np.float32)  # sensor noise
         frames[t] = np.clip(image, 0, 255).astype(np.uint8)
     return frames
 
 
-def test_groups(split: int, n_groups: int) -> list[int]:
+def held_out_groups(split: int, n_groups: int) -> list[int]:
     """Groups held out in split k (1-based), as UCF101 holds out 7 of its 25 groups per split."""
     per_split = max(1, n_groups // 3)
     return list(range((split - 1) * per_split + 1, split * per_split + 1))
@@ -89,7 +91,7 @@ def generate(out: str | Path, seed: int = 0, n_groups: int = 6, clips_per_group:
     (lists / "classInd.txt").write_text(
         "".join(f"{i} {cls}{crlf}" for i, cls in enumerate(CLASSES, start=1)), newline="")
     for k in (1, 2, 3):
-        held_out = test_groups(k, n_groups)
+        held_out = held_out_groups(k, n_groups)
         train = [f"{n} {list(CLASSES).index(c) + 1}{crlf}" for n, g, c in names if g not in held_out]
         test = [f"{n}{crlf}" for n, g, c in names if g in held_out]
         (lists / f"trainlist0{k}.txt").write_text("".join(train), newline="")
