@@ -16,7 +16,7 @@ from stresnet.store import ShardReader
 
 pytestmark = pytest.mark.slow
 
-TINY_DEMO = {"format": "demo", "index": {"shard_size": 7}, "frames": {"short_side": 64},
+TINY_DEMO = {"format": "demo", "index": {"shard_size": 7}, "frames": {"short_side": 64}, "flow": {"method": "dis"},
              "demo": {"seed": 0, "groups": 3, "clips_per_group": 1, "frames": 8, "width": 80, "height": 64}}
 
 
@@ -41,9 +41,12 @@ def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
     return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m[1] != "total"}
 
 
-def test_demo_workflow_runs_and_reruns_only_what_changed(tmp_path):
+PREPARED = ("results/demo/dataset_ready.json", "results/demo/flow/dis/done.json")
+
+
+def test_demo_preparation_runs_and_reruns_only_what_changed(tmp_path):
     write_config(tmp_path, {"demo": TINY_DEMO}, ["demo"])
-    result = snakemake(tmp_path)
+    result = snakemake(tmp_path, *PREPARED)
     assert result.returncode == 0, result.stderr
     out = tmp_path / "results" / "demo"
     assert yaml.safe_load((out / "dataset_ready.json").read_text()) == {
@@ -59,10 +62,10 @@ def test_demo_workflow_runs_and_reruns_only_what_changed(tmp_path):
         assert (out / "benchmarks" / "frames" / f"{shard}.tsv").exists()
     assert pd.read_csv(out / "bad_videos.csv").empty
 
-    assert planned_jobs(tmp_path) == {}
+    assert planned_jobs(tmp_path, *PREPARED) == {}
     write_config(tmp_path, {"demo": {**TINY_DEMO, "frames": {"short_side": 48}}}, ["demo"])
-    changed = planned_jobs(tmp_path)
-    assert changed.get("frames") == 3
+    changed = planned_jobs(tmp_path, *PREPARED)
+    assert changed.get("frames") == 3 and changed.get("flow") == 3
     assert "index" not in changed and "demo_videos" not in changed
 
 
@@ -77,7 +80,7 @@ def test_real_clips_with_a_broken_video_stop_before_training(tmp_path):
     with open(splits / "testlist02.txt", "ab") as f:
         f.write(b"Archery/v_Archery_g09_c02.avi\r\n")
     dataset = {"format": "ucf101", "root": str(root), "splits": str(splits),
-               "index": {"shard_size": 2}, "frames": {"short_side": 96}}
+               "index": {"shard_size": 2}, "frames": {"short_side": 96}, "flow": {"method": "farneback"}}
     write_config(tmp_path, {"tiny": dataset}, ["tiny"])
 
     result = snakemake(tmp_path)
@@ -96,8 +99,8 @@ def test_real_clips_with_a_broken_video_stop_before_training(tmp_path):
 
     dataset["skip_bad_videos"] = True
     write_config(tmp_path, {"tiny": dataset}, ["tiny"])
-    assert planned_jobs(tmp_path) == {"dataset_ready": 1, "all": 1}
-    assert snakemake(tmp_path).returncode == 0
+    assert planned_jobs(tmp_path, "results/tiny/dataset_ready.json") == {"dataset_ready": 1}
+    assert snakemake(tmp_path, "results/tiny/dataset_ready.json").returncode == 0
     assert yaml.safe_load((out / "dataset_ready.json").read_text())["skipped"] == 1
 
 
