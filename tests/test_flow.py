@@ -157,7 +157,8 @@ def test_shard_layout_attributes_and_reader(archery):
     assert attrs["jpeg_quality"] == 95 and attrs["frames"] == frames.attrs and attrs["shard"] == "00000"
     assert attrs["params"] == flow_method("tvl1").effective_params() and attrs["params"]["warpings_number"] == 5
     assert reader.keys() == frames.keys()
-    assert reader.shard.video_attrs(ARCHERY)["n_frames"] == 4 and reader.shard.video_attrs(ARCHERY)["n_fields"] == 3
+    video = reader.shard.video_attrs(ARCHERY)
+    assert video["n_frames"] == 4 and video["n_fields"] == 3
     with pytest.raises(IndexError):
         reader.field(ARCHERY, 3)  # 4 frames give fields 0, 1, 2
     stack = reader.stack(ARCHERY, 2)
@@ -268,7 +269,8 @@ def test_one_frame_video_is_reported_by_the_index_stage_and_not_crashed_on(tmp_p
     index = pd.DataFrame({"path": ["one_frame.avi", "ok.avi"], "shard": ["00000"] * 2})
     (tmp_path / "root" / "ok.avi").write_bytes((VIDEOS / "mmaction2/part_0.mp4").read_bytes())
     report = extract_shard(index, "00000", tmp_path / "root", tmp_path / "f.h5", short_side=64)
-    assert dict(zip(report["path"], report["status"])) == {"one_frame.avi": broken["one_frame.avi"], "ok.avi": "ok"}
+    statuses = dict(zip(report["path"], report["status"]))
+    assert statuses == {"one_frame.avi": broken["one_frame.avi"], "ok.avi": "ok"}
     assert compute_shard(tmp_path / "f.h5", tmp_path / "flow.h5", "dis") == {"videos": 1, "fields": 31}
 
     # a frame shard made to keep it anyway (frame stage run with --min-frames 1)
@@ -287,17 +289,22 @@ def test_workflow_reruns_flow_and_only_flow_when_its_settings_change(tmp_path):
 
     demo = {**TINY_DEMO, "flow": {"method": "dis"}}
     write_config(tmp_path, {"demo": demo}, ["demo"])
-    result = snakemake(tmp_path)
+    target = "results/demo/flow/dis/done.json"
+    result = snakemake(tmp_path, target, "results/demo/dataset_ready.json")
     assert result.returncode == 0, result.stderr
-    out = tmp_path / "results" / "demo" / "flow" / "dis"
-    done = json.loads((out / "done.json").read_text())
-    assert done["videos"] == 21 and done["fields"] == 21 * 7 and sorted(done["shards"]) == ["00000", "00001", "00002"]
+    out = tmp_path / "results" / "demo"
+    done = json.loads((out / "flow" / "dis" / "done.json").read_text())
+    assert done["videos"] == 21 and done["fields"] == 21 * 7
+    assert sorted(done["shards"]) == ["00000", "00001", "00002"]
     for shard in done["shards"]:
-        assert FlowReader(out / f"{shard}.h5").keys() == ShardReader(out.parent.parent / "frames" / f"{shard}.h5").keys()
-    flow_only = {"flow": 3, "flow_done": 1, "all": 1}
-    (tmp_path / "c.yaml").write_text("flow: {dis: {preset: fast}}\n")
-    assert planned_jobs(tmp_path, "--configfile", "config.yaml", "c.yaml") == flow_only
-    (tmp_path / "c.yaml").write_text("flow: {bound: 15}\n")
-    assert planned_jobs(tmp_path, "--configfile", "config.yaml", "c.yaml") == flow_only
+        flow = FlowReader(out / "flow" / "dis" / f"{shard}.h5")
+        assert flow.keys() == ShardReader(out / "frames" / f"{shard}.h5").keys()
+    configs = ["--configfile", "config.yaml", "c.yaml"]
+    upstream = {"demo_videos", "index", "frames", "videos", "dataset_ready"}
+    for change in ("flow: {dis: {preset: fast}}", "flow: {bound: 15}", "flow: {jpeg_quality: 90}"):
+        (tmp_path / "c.yaml").write_text(change + "\n")
+        assert planned_jobs(tmp_path, target, *configs) == {"flow": 3, "flow_done": 1}, change
+        everything = planned_jobs(tmp_path, *configs)  # and what reads the flow, nothing before it
+        assert everything["flow"] == 3 and not upstream & set(everything), change
     (tmp_path / "c.yaml").write_text("flow: {tvl1: {tau: 0.3}}\n")  # not the method in use
-    assert planned_jobs(tmp_path, "--configfile", "config.yaml", "c.yaml") == {}
+    assert planned_jobs(tmp_path, target, *configs) == {}

@@ -116,7 +116,7 @@ class Dis(_OpenCVObject):
 
 
 class Farneback(FlowMethod):
-    """Farneback's polynomial expansion (2003), OpenCV's defaults of the usual examples."""
+    """Farneback's polynomial expansion (2003), with the values of OpenCV's optical flow tutorial."""
 
     name = "farneback"
     defaults = {"pyr_scale": 0.5, "levels": 3, "winsize": 15, "iterations": 3, "poly_n": 5,
