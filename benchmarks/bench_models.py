@@ -113,7 +113,8 @@ def machine() -> str:
         names = re.findall(r"model name\s*:\s*(.*)", Path("/proc/cpuinfo").read_text())
         cpu = names[0] if names else cpu
     gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
-    return f"{cpu}, {torch.get_num_threads()} threads{gpu}; torch {torch.__version__}, torchvision {torchvision.__version__}"
+    versions = f"torch {torch.__version__}, torchvision {torchvision.__version__}"
+    return f"{cpu}, {torch.get_num_threads()} threads{gpu}; {versions}"
 
 
 def size_rows(models: dict[str, nn.Module]) -> list[str]:
@@ -220,7 +221,14 @@ def main() -> None:
         f"1-minute load average {load:.1f} before and {os.getloadavg()[0]:.1f} after (this run alone adds "
         f"about {torch.get_num_threads()}, more means other jobs shared the CPU)."
     )
-    section = "\n".join(["## Models", "", notes, "", *rows, ""])
+    bound = (
+        "The multiply-adds ratio bounds what the time ratio can reach where compute dominates: the fully "
+        f"convolutional test sees 2 x {args.test_chunks} whole frames per stream against "
+        f"{10 * args.test_chunks} crops of 224."
+    )
+    if not runner.cuda:
+        bound += " The CUDA path (`--device cuda`: bf16 autocast, channels_last) was not run here."
+    section = "\n".join(["## Models", "", notes, "", *rows, "", bound, ""])
     print(section)
     if args.append:
         write_section(args.append, section)

@@ -142,6 +142,8 @@ def test_sixteen_temporal_convs_and_four_motion_residuals(streams):
     assert temporal == expected and len(temporal) == 16
     residuals = [n for n, m in model.named_modules() if isinstance(m, MotionResidual)]
     assert residuals == [f"appearance.layer{s}.1" for s in range(1, 5)]
+    pre_activation = [n for n, m in model.named_modules() if isinstance(m, PreActivation)]
+    assert pre_activation == [f"appearance.layer{s}.0" for s in range(1, 5)]
     assert all(isinstance(m, nn.Conv2d) for n, m in model.named_modules() if n.endswith("conv2"))
 
 
@@ -156,7 +158,7 @@ def test_motion_residuals_follow_eq2(streams):
         stage_m[0].register_forward_hook(keep(f"f_x_m{s}"))
         stage_a[0].unit.bn3.register_forward_hook(keep(f"branch_a{s}"))
         stage_a[0].unit.downsample.register_forward_hook(keep(f"shortcut_a{s}"))
-        stage_a[1].unit.conv1.register_forward_pre_hook(lambda m, args, s=s: seen.__setitem__(f"in_b{s}", args[0].clone()))
+        stage_a[1].unit.conv1.register_forward_pre_hook(lambda m, a, s=s: seen.__setitem__(f"in_b{s}", a[0].clone()))
         stage_a[1].unit.bn3.register_forward_hook(keep(f"branch_b{s}"))
         stage_a[1].register_forward_hook(keep(f"out_b{s}"))
     with torch.no_grad():
@@ -229,8 +231,9 @@ def test_temporal_max_pool_positions(chunks, positions):
 @pytest.mark.parametrize(("chunks", "positions"), [(11, 4), (3, 1)])
 def test_st_resnet_star_scores_per_pooled_position(streams, chunks, positions):
     model = st_resnet_star(*streams).float()
+    rgb, flow = _clips(1, chunks, 3, dtype=torch.float32), _clips(1, chunks, 20, dtype=torch.float32)
     with torch.no_grad():
-        for scores in model(_clips(1, chunks, 3, dtype=torch.float32), _clips(1, chunks, 20, dtype=torch.float32), chunks):
+        for scores in model(rgb, flow, chunks):
             assert scores.shape == (1, positions, K)
 
 
@@ -315,7 +318,8 @@ def test_imagenet_weights_come_from_the_hub_cache_without_network(resnet50_file,
     monkeypatch.setenv("TORCH_HOME", str(resnet50_file.parents[2]))
     assert imagenet_cache_file() == resnet50_file
     net = appearance_stream(K, pretrained="imagenet")
-    assert torch.equal(net.layer1[0].conv1.weight, torch.load(resnet50_file, weights_only=True)["layer1.0.conv1.weight"])
+    source = torch.load(resnet50_file, weights_only=True)
+    assert torch.equal(net.layer1[0].conv1.weight, source["layer1.0.conv1.weight"])
 
 
 def test_imagenet_offline_is_a_clear_error(tmp_path, offline, monkeypatch):
@@ -417,7 +421,8 @@ def test_checkpoint_of_another_kind_is_a_clear_error(streams, tmp_path):
 
     lying = tmp_path / "lying.pt"
     motion = _model("motion", streams)
-    torch.save({"meta": {"kind": "appearance", "num_classes": K}, "state_dict": motion.state_dict(), "extra": {}}, lying)
+    meta = {"kind": "appearance", "num_classes": K}
+    torch.save({"meta": meta, "state_dict": motion.state_dict(), "extra": {}}, lying)
     with pytest.raises(ValueError, match=rf"{lying}: its weights do not fit the appearance model"):
         load_checkpoint(lying)
     raw = tmp_path / "raw.pt"

@@ -1,7 +1,16 @@
 """ST-ResNet models: the two streams, their spatiotemporal conversion, sub-batch BN, checkpoints."""
 
 from .checkpoint import KINDS, Checkpoint, build_model, load_checkpoint, load_weights, model_meta, save_checkpoint
-from .st_resnet import MotionResidual, PreActivation, STResNet, TwoStream, st_resnet, st_resnet_star, temporalize, two_stream
+from .st_resnet import (
+    MotionResidual,
+    PreActivation,
+    STResNet,
+    TwoStream,
+    st_resnet,
+    st_resnet_star,
+    temporalize,
+    two_stream,
+)
 from .streams import (
     appearance_stream,
     class_scores,

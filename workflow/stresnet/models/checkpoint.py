@@ -89,7 +89,8 @@ def _load_state(model: nn.Module, ckpt: dict[str, Any], path: Path) -> None:
     try:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as err:
-        raise ValueError(f"{path}: its weights do not fit the {ckpt['meta']['kind']} model its metadata names: {err}") from err
+        kind = ckpt["meta"]["kind"]
+        raise ValueError(f"{path}: its weights do not fit the {kind} model its metadata names: {err}") from err
 
 
 def load_checkpoint(path: str | Path, kind: str | None = None) -> Checkpoint:

@@ -33,7 +33,7 @@ def resnet50_state_dict(pretrained: str) -> dict[str, Tensor] | None:
             ) from err
     path = Path(pretrained)
     if not path.is_file():
-        raise FileNotFoundError(f"pretrained weights file {path} does not exist (expected 'imagenet', 'none' or a path)")
+        raise FileNotFoundError(f"pretrained weights file {path} does not exist ('imagenet', 'none' or a path)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError) as err:
