@@ -26,9 +26,12 @@ test-fast: install  ## skip the slow end-to-end tests
 lint: install
 	snakemake --lint
 
-bench: install  ## measure the stages; figures go to docs/benchmarks.md
+bench: install  ## measure the stages; figures go to docs/benchmarks.md (bench_train needs `make demo` first)
 	python benchmarks/bench_frames.py
 	python benchmarks/bench_dryrun.py
+	python benchmarks/bench_flow.py
+	python benchmarks/bench_models.py --append docs/benchmarks.md
+	python benchmarks/bench_train.py
 
 clean:
 	rm -rf results .snakemake

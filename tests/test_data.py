@@ -1,7 +1,6 @@
 """Sampling in time, the paper's augmentation and the deterministic sample schedule."""
 
 import numpy as np
-import pytest
 import torch
 
 from stresnet.data import (FLOW_CENTRE, SampleSchedule, chunk_positions, crop_resize, crop_sizes,

@@ -1,7 +1,6 @@
 # Optical flow: one job per frame shard, then a summary of the dataset's flow shards.
 # The method is part of the path and its parameters are rule params, so changing either reruns
 # flow (and what reads it), never the frames.
-import json
 
 
 rule flow:

@@ -18,8 +18,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -31,7 +29,7 @@ from tqdm import tqdm
 from .data import ClipDataset, SampleSchedule, VideoStore, quiet_worker
 from .index import read_table
 from .models import (appearance_stream, build_model, convert_sub_batch_norm, load_checkpoint,
-                     load_weights, motion_stream, model_meta, save_checkpoint, set_chunks, st_resnet)
+                     load_weights, motion_stream, save_checkpoint, set_chunks, st_resnet)
 
 log = logging.getLogger(__name__)
 PHASES = ("motion", "appearance", "st_resnet", "st_resnet_star")
