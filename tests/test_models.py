@@ -17,6 +17,7 @@ from stresnet.models import (
     TemporalMaxPool,
     appearance_stream,
     convert_sub_batch_norm,
+    fold_batch_norm,
     imagenet_cache_file,
     load_checkpoint,
     load_weights,
@@ -270,10 +271,24 @@ def test_channels_last_model_gives_the_same_scores(streams):
     rgb, flow = _clips(1, 6, 3), _clips(1, 6, 20)
     with torch.no_grad():
         expected = model.scores(rgb, flow, 6)
-        model.to(memory_format=torch.channels_last)  # as the CUDA path does
+        model.to(memory_format=torch.channels_last)  # as training and testing do
         assert model.motion.layer2[1].conv3.conv.weight.is_contiguous(memory_format=torch.channels_last)
         cl = [x.to(memory_format=torch.channels_last) for x in (rgb, flow)]
         for s, e in zip(model.scores(*cl, 6), expected):
+            _close(s, e)
+
+
+@pytest.mark.parametrize("kind", ["two_stream", "st_resnet", "st_resnet_star"])
+def test_folded_batch_norm_gives_the_same_scores_and_leaves_the_model(kind, streams):
+    build = {"two_stream": two_stream, "st_resnet": st_resnet, "st_resnet_star": st_resnet_star}[kind]
+    model = build(*streams)
+    convert_sub_batch_norm(model, 2)  # sub-batch BN layers, as a trained ST-ResNet has, fold too
+    rgb, flow = _clips(1, 5, 3), _clips(1, 5, 20)
+    folded = fold_batch_norm(model)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) == 2 * 53  # the original is kept
+    with torch.no_grad():
+        for s, e in zip(folded.scores(rgb, flow, 5), model.scores(rgb, flow, 5)):
             _close(s, e)
 
 

@@ -8,7 +8,6 @@ and flips. Each stream's scores are saved, and their equal-weight average (the f
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 from pathlib import Path
 
@@ -20,7 +19,8 @@ from tqdm import tqdm
 
 from .data import VideoStore, WholeVideoDataset, quiet_worker
 from .index import read_table
-from .models import load_checkpoint, two_stream
+from .models import fold_batch_norm, load_checkpoint, two_stream
+from .runtime import autocast, channels_last, keep_freed_memory
 
 log = logging.getLogger(__name__)
 KINDS = ("two_stream", "st_resnet", "st_resnet_star")
@@ -34,22 +34,33 @@ def load_model(kind: str, models: list[str]) -> nn.Module:
     return load_checkpoint(models[0], kind).model
 
 
+def inference_model(model: nn.Module, device: torch.device) -> nn.Module:
+    """`model` as testing runs it: a copy in eval mode, batch norm folded, channels-last on `device`."""
+    return fold_batch_norm(model).to(device, memory_format=torch.channels_last)
+
+
 @torch.inference_mode()
 def video_scores(model: nn.Module, item: dict[str, torch.Tensor], device: torch.device) -> tuple[np.ndarray, np.ndarray]:
-    """Each stream's class scores of one video, averaged over space, time and flips."""
-    rgb, flow = item["rgb"].to(device), item["flow"].to(device)  # (flips, T, C, H, W)
-    chunks = rgb.shape[1]
-    autocast = torch.autocast("cuda", torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
-    with autocast:
-        appearance, motion = model.scores(rgb.flatten(0, 1), flow.flatten(0, 1), chunks)  # (flips, T', K, h, w)
-    return (appearance.float().mean((0, 1, 3, 4)).cpu().numpy(),
-            motion.float().mean((0, 1, 3, 4)).cpu().numpy())
+    """Each stream's class scores of one video, averaged over space, time and flips.
+
+    `model` comes from inference_model(); item holds (flips, T, C, H, W) tensors. Each flip
+    is its own pass: the same scores as one pass over both, in half the memory, and on the
+    CPU about 15% faster (docs/benchmarks.md).
+    """
+    flips, chunks = item["rgb"].shape[:2]
+    appearance, motion = 0, 0
+    for rgb, flow in zip(item["rgb"], item["flow"]):
+        with autocast(device):
+            a, m = model.scores(channels_last(rgb.to(device)), channels_last(flow.to(device)), chunks)
+        appearance = appearance + a.float().mean((0, 1, 3, 4))  # (1, T', K, h, w) -> (K,)
+        motion = motion + m.float().mean((0, 1, 3, 4))
+    return (appearance / flips).cpu().numpy(), (motion / flips).cpu().numpy()
 
 
 def evaluate(model: nn.Module, store: VideoStore, chunks: int = 25, workers: int = 2,
              device: torch.device | None = None) -> dict[str, np.ndarray]:
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = model.to(device).eval()
+    model = inference_model(model, device)
     loader = DataLoader(WholeVideoDataset(store, chunks), batch_size=None, num_workers=workers,
                         worker_init_fn=quiet_worker)
     appearance, motion = [], []
@@ -81,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
+    keep_freed_memory()
     if args.threads:
         torch.set_num_threads(args.threads)
     videos = read_table(args.videos)

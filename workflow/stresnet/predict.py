@@ -11,10 +11,11 @@ import numpy as np
 import torch
 
 from .data import flow_tensor, rgb_tensor, spread_positions
-from .evaluate import video_scores
+from .evaluate import inference_model, video_scores
 from .flow import flow_method
 from .flow_reader import quantize, stack_indices
 from .models import load_checkpoint
+from .runtime import keep_freed_memory
 from .store import decode_jpeg, encode_jpeg
 from .video import VideoReader
 
@@ -55,7 +56,8 @@ def predict(video: str | Path, model_dir: str | Path, top: int = 5, chunks: int 
     stacks = flow_stacks(frames, positions, info["flow"])
     item = {"rgb": torch.stack([rgb_tensor(picked, False), rgb_tensor(picked, True)]),
             "flow": torch.stack([flow_tensor(stacks, False), flow_tensor(stacks, True)])}
-    appearance, motion = video_scores(checkpoint.model.eval(), item, torch.device("cpu"))
+    device = torch.device("cpu")
+    appearance, motion = video_scores(inference_model(checkpoint.model, device), item, device)
     fused = torch.from_numpy((appearance + motion) / 2)
     probabilities = fused.softmax(0).numpy()
     best = np.argsort(-probabilities)[:top]
@@ -68,6 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--model-dir", required=True, help="results/<dataset>/split<k>")
     p.add_argument("--top", type=int, default=5)
     a = p.parse_args(argv)
+    keep_freed_memory()
     for name, probability in predict(a.video, a.model_dir, a.top):
         print(f"{probability:7.3f}  {name}")
 

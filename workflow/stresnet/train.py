@@ -30,6 +30,7 @@ from .data import ClipDataset, SampleSchedule, VideoStore, quiet_worker
 from .index import read_table
 from .models import (appearance_stream, build_model, convert_sub_batch_norm, load_checkpoint,
                      load_weights, motion_stream, save_checkpoint, set_chunks, st_resnet)
+from .runtime import autocast, channels_last, keep_freed_memory
 
 log = logging.getLogger(__name__)
 PHASES = ("motion", "appearance", "st_resnet", "st_resnet_star")
@@ -129,14 +130,11 @@ class Trainer:
         model = initial_model(self.phase, self.num_classes, args.pretrained, args.init)
         if cfg["micro_batch"] > cfg["bn_batch"]:  # Sec. 3.3: sub-batch normalisation
             convert_sub_batch_norm(model, cfg["bn_batch"])
-        self.model = model.to(self.device)
-        if self.device.type == "cuda":
-            self.model = self.model.to(memory_format=torch.channels_last)
+        self.model = model.to(self.device, memory_format=torch.channels_last)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=lr_at(0, cfg["lr"]),
                                          momentum=cfg["momentum"], weight_decay=cfg["weight_decay"])
         self.net = DistributedDataParallel(self.model) if self.ddp else self.model
-        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda"
-                         else contextlib.nullcontext())
+        self.autocast = autocast(self.device)
         self.state_file = self.out / "checkpoint.pt"
         self.curves: list[dict[str, float]] = []
         self.start = self._resume()
@@ -197,10 +195,7 @@ class Trainer:
                 group["lr"] = lr_at(it, cfg["lr"])
             loss_sum, hits = torch.zeros((), device=self.device), torch.zeros((), device=self.device)
             for m in range(micro_per_rank):
-                batch = {k: v.to(self.device, non_blocking=True) for k, v in next(batches).items()}
-                if self.device.type == "cuda":
-                    batch = {k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v
-                             for k, v in batch.items()}
+                batch = {k: channels_last(v.to(self.device, non_blocking=True)) for k, v in next(batches).items()}
                 sync = self.net.no_sync() if self.ddp and m < micro_per_rank - 1 else contextlib.nullcontext()
                 with sync, self.autocast:
                     loss, h = clip_loss(self.net, self.phase, batch, chunks)
@@ -253,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
+    keep_freed_memory()
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = json.loads(args.config)

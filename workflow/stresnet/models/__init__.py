@@ -1,6 +1,7 @@
 """ST-ResNet models: the two streams, their spatiotemporal conversion, sub-batch BN, checkpoints."""
 
 from .checkpoint import KINDS, Checkpoint, build_model, load_checkpoint, load_weights, model_meta, save_checkpoint
+from .fold import fold_batch_norm
 from .st_resnet import (
     MotionResidual,
     PreActivation,
@@ -41,6 +42,7 @@ __all__ = [
     "class_scores",
     "convert_sub_batch_norm",
     "cross_modality_conv1",
+    "fold_batch_norm",
     "imagenet_cache_file",
     "load_checkpoint",
     "load_weights",

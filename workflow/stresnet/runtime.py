@@ -1,0 +1,42 @@
+"""How the models run: memory format, autocast, and the C allocator's handling of large tensors."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import sys
+
+import torch
+
+# glibc's mallopt parameters (malloc.h)
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+LARGEST = 2**31 - 1
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc reuse freed memory for large tensors instead of handing it back to the OS.
+
+    By default every block over 32 MB is a fresh mmap that the kernel zero-fills page by page
+    on first touch. Whole-frame testing allocates hundreds of such tensors per video; on the
+    CPU this cost up to a third of the time (docs/benchmarks.md). The process keeps its peak
+    memory instead. Returns whether the setting took (False off glibc).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):  # not glibc
+        return False
+    return bool(mallopt(M_MMAP_THRESHOLD, LARGEST)) and bool(mallopt(M_TRIM_THRESHOLD, LARGEST))
+
+
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    """Images (N, C, H, W) in channels-last order, which oneDNN and cuDNN convolve fastest."""
+    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA; full precision on the CPU, where bf16 measured slower."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
