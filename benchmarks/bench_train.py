@@ -19,6 +19,7 @@ from common import write_section
 from stresnet.data import ClipDataset, SampleSchedule, VideoStore
 from stresnet.evaluate import evaluate, load_model
 from stresnet.index import read_table
+from stresnet.runtime import autocast, channels_last, keep_freed_memory
 from stresnet.train import INPUTS, clip_loss, initial_model
 
 REPO = Path(__file__).resolve().parent.parent
@@ -38,13 +39,17 @@ def model_rate(phase: str, dataset: ClipDataset, schedule: SampleSchedule, cfg: 
                num_classes: int, steps: int, device: torch.device) -> float:
     init = {"st_resnet": [split_dir / "appearance/model.pt", split_dir / "motion/model.pt"],
             "st_resnet_star": [split_dir / "st_resnet/model.pt"]}.get(phase, [])
-    model = initial_model(phase, num_classes, "none", [str(p) for p in init]).to(device).train()
+    # as the Trainer runs it: channels-last, bf16 autocast on CUDA
+    model = initial_model(phase, num_classes, "none", [str(p) for p in init])
+    model = model.to(device, memory_format=torch.channels_last).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
-    batch = {k: v.to(device) for k, v in next(iter(DataLoader(dataset, batch_sampler=[schedule.micro_batch(0, 0)]))).items()}
+    first = next(iter(DataLoader(dataset, batch_sampler=[schedule.micro_batch(0, 0)])))
+    batch = {k: channels_last(v.to(device)) for k, v in first.items()}
     times = []
     for _ in range(steps + 1):  # the first step warms up and is not counted
         start = time.perf_counter()
-        loss, _ = clip_loss(model, phase, batch, cfg["chunks"])
+        with autocast(device):
+            loss, _ = clip_loss(model, phase, batch, cfg["chunks"])
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
@@ -63,6 +68,7 @@ def main() -> None:
     p.add_argument("--eval-videos", type=int, default=4)
     p.add_argument("--no-write", action="store_true")
     a = p.parse_args()
+    keep_freed_memory()  # as the train and evaluate stages do
     results = REPO / "results" / a.dataset
     split_dir = results / f"split{a.split}"
     videos = read_table(results / "videos.csv")
