@@ -16,10 +16,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from common import write_section
-from stresnet.data import ClipDataset, SampleSchedule, VideoStore
+from stresnet.data import ClipDataset, SampleSchedule, VideoStore, network_inputs
 from stresnet.evaluate import evaluate, load_model
 from stresnet.index import read_table
-from stresnet.runtime import autocast, channels_last, keep_freed_memory
+from stresnet.runtime import autocast, keep_freed_memory
 from stresnet.train import INPUTS, clip_loss, initial_model
 
 REPO = Path(__file__).resolve().parent.parent
@@ -44,7 +44,7 @@ def model_rate(phase: str, dataset: ClipDataset, schedule: SampleSchedule, cfg: 
     model = model.to(device, memory_format=torch.channels_last).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
     first = next(iter(DataLoader(dataset, batch_sampler=[schedule.micro_batch(0, 0)])))
-    batch = {k: channels_last(v.to(device)) for k, v in first.items()}
+    batch = network_inputs(first, device)
     times = []
     for _ in range(steps + 1):  # the first step warms up and is not counted
         start = time.perf_counter()

@@ -3,8 +3,8 @@
 import numpy as np
 import torch
 
-from stresnet.data import (FLOW_CENTRE, SampleSchedule, chunk_positions, crop_resize, crop_sizes,
-                           flow_tensor, rgb_tensor, sample_crop, spread_positions)
+from stresnet.data import (FLOW_CENTRE, RGB_MEAN, RGB_STD, SampleSchedule, chunk_positions, crop_resize,
+                           crop_sizes, flow_tensor, network_inputs, rgb_tensor, sample_crop, spread_positions)
 
 
 def test_chunk_positions_at_the_stride():
@@ -56,18 +56,33 @@ def test_flip_negates_u_of_flow():
     stack[0, :, :4] = 200  # u: rightwards on the left half
     stack[1] = 90          # v untouched by a horizontal flip
     plain, flipped = flow_tensor([stack], False)[0], flow_tensor([stack], True)[0]
-    assert plain[0, 0, 0] == 200 - FLOW_CENTRE
-    assert flipped[0, 0, 7] == (255 - 200) - FLOW_CENTRE  # mirrored and negated
-    assert flipped[0, 0, 0] == 255 - FLOW_CENTRE
+    assert plain.dtype == torch.uint8 and plain[0, 0, 0] == 200
+    assert flipped[0, 0, 7] == 255 - 200  # mirrored and negated
+    assert flipped[0, 0, 0] == 255
     assert torch.equal(flipped[1], plain[1])
+    centred = network_inputs({"flow": flipped[None]}, torch.device("cpu"))["flow"][0]
+    assert centred[0, 0, 7] == (255 - 200) - FLOW_CENTRE and centred[1, 0, 0] == 90 - FLOW_CENTRE
 
 
 def test_rgb_normalisation_and_flip():
     frame = np.zeros((4, 6, 3), np.uint8)
     frame[:, 0] = 255
     x = rgb_tensor([frame], True)
-    assert x.shape == (1, 3, 4, 6)
-    assert x[0, 0, 0, 5] > 2 and x[0, 0, 0, 0] < -2  # the bright column moved to the right
+    assert x.shape == (1, 3, 4, 6) and x.dtype == torch.uint8
+    assert x[0, 0, 0, 5] == 255 and x[0, 0, 0, 0] == 0  # the bright column moved to the right
+    normalised = network_inputs({"rgb": x}, torch.device("cpu"))["rgb"]
+    expected = (frame[:, ::-1].astype(np.float32) - RGB_MEAN) / RGB_STD
+    assert torch.equal(normalised[0], torch.from_numpy(expected.transpose(2, 0, 1).copy()))
+
+
+def test_network_inputs_keep_channels_innermost_for_clips():
+    batch = {"rgb": torch.zeros(2, 5, 3, 8, 8, dtype=torch.uint8), "flow": torch.zeros(2, 5, 20, 8, 8, dtype=torch.uint8),
+             "label": torch.tensor([1, 2])}
+    out = network_inputs(batch, torch.device("cpu"))
+    for key in ("rgb", "flow"):
+        assert out[key].dtype == torch.float32 and out[key].shape == batch[key].shape
+        assert out[key].flatten(0, 1).is_contiguous(memory_format=torch.channels_last)  # as the models take it
+    assert torch.equal(out["label"], batch["label"])
 
 
 def test_crop_resize_keeps_channels():

@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .flow_reader import STACK_LENGTH, FlowReader, hflip_stack
+from .runtime import channels_last
 from .store import ShardReader
 
 # RGB input: torchvision's ImageNet mean/std, which its weights expect (IMPLEMENTATION-NOTES)
@@ -129,17 +130,34 @@ def crop_resize(image: np.ndarray, crop: Crop | None, size: int | None) -> np.nd
 
 
 def rgb_tensor(frames: list[np.ndarray], flip: bool) -> torch.Tensor:
-    """(T, H, W, 3) uint8 frames -> normalised (T, 3, H, W) float."""
-    x = np.stack(frames).astype(np.float32)
+    """(T, H, W, 3) uint8 frames -> (T, 3, H, W) uint8, mirrored if `flip` (network_inputs normalises)."""
+    x = np.stack(frames)
     if flip:
         x = x[:, :, ::-1]
-    return torch.from_numpy(np.ascontiguousarray(((x - RGB_MEAN) / RGB_STD).transpose(0, 3, 1, 2)))
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
 
 
 def flow_tensor(stacks: list[np.ndarray], flip: bool) -> torch.Tensor:
-    """(T, 2L, H, W) uint8 flow stacks -> (T, 2L, H, W) float, flipped as flow must be (u -> 255 - u)."""
-    x = np.stack([hflip_stack(s) if flip else s for s in stacks]).astype(np.float32)
-    return torch.from_numpy(x - FLOW_CENTRE)
+    """(T, 2L, H, W) uint8 flow stacks, flipped as flow must be (u -> 255 - u) if `flip`."""
+    return torch.from_numpy(np.stack([hflip_stack(s) if flip else s for s in stacks]))
+
+
+def network_inputs(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """A batch of the datasets on `device` as the networks take it: float, normalised, channels innermost.
+
+    The datasets hand over uint8, a quarter of the bytes of float through the loader's workers,
+    and the arithmetic runs on the device.
+    """
+    out = {}
+    for key, x in batch.items():
+        x = x.to(device, non_blocking=True)
+        if key == "rgb":
+            mean, std = (torch.as_tensor(v, device=device).view(3, 1, 1) for v in (RGB_MEAN, RGB_STD))
+            x = (channels_last(x).float() - mean) / std
+        elif key == "flow":
+            x = channels_last(x).float() - FLOW_CENTRE
+        out[key] = x
+    return out
 
 
 def quiet_worker(_: int) -> None:
@@ -167,17 +185,16 @@ class ClipDataset(Dataset):
         video, seed, stride = spec
         rng = np.random.default_rng(seed)
         positions = chunk_positions(self.store.n_frames(video), self.chunks, stride, rng.uniform())
-        first = self.store.frame(video, positions[0])
+        frames = [self.store.frame(video, t) for t in positions] if self.rgb else []
+        stacks = [self.store.flow_stack(video, t).transpose(1, 2, 0) for t in positions] if self.flow else []
+        height, width = (frames or stacks)[0].shape[:2]  # flow fields have their frames' size
         widths, heights = crop_sizes(self.phase, rng, self.size, self.short_side)
-        crop = sample_crop(rng, first.shape[0], first.shape[1], widths, heights)
+        crop = sample_crop(rng, height, width, widths, heights)
         item = {"label": torch.tensor(self.store.label(video))}
         if self.rgb:
-            frames = [crop_resize(self.store.frame(video, t), crop, self.size) for t in positions]
-            item["rgb"] = rgb_tensor(frames, crop.flip)
+            item["rgb"] = rgb_tensor([crop_resize(f, crop, self.size) for f in frames], crop.flip)
         if self.flow:
-            stacks = [crop_resize(self.store.flow_stack(video, t).transpose(1, 2, 0), crop, self.size)
-                      .transpose(2, 0, 1) for t in positions]
-            item["flow"] = flow_tensor(stacks, crop.flip)
+            item["flow"] = flow_tensor([crop_resize(s, crop, self.size).transpose(2, 0, 1) for s in stacks], crop.flip)
         return item
 
 

@@ -17,10 +17,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from .data import VideoStore, WholeVideoDataset, quiet_worker
+from .data import VideoStore, WholeVideoDataset, network_inputs, quiet_worker
 from .index import read_table
 from .models import fold_batch_norm, load_checkpoint, two_stream
-from .runtime import autocast, channels_last, keep_freed_memory
+from .runtime import autocast, keep_freed_memory
 
 log = logging.getLogger(__name__)
 KINDS = ("two_stream", "st_resnet", "st_resnet_star")
@@ -43,15 +43,16 @@ def inference_model(model: nn.Module, device: torch.device) -> nn.Module:
 def video_scores(model: nn.Module, item: dict[str, torch.Tensor], device: torch.device) -> tuple[np.ndarray, np.ndarray]:
     """Each stream's class scores of one video, averaged over space, time and flips.
 
-    `model` comes from inference_model(); item holds (flips, T, C, H, W) tensors. Each flip
+    `model` comes from inference_model(); item holds (flips, T, C, H, W) uint8 tensors. Each flip
     is its own pass: the same scores as one pass over both, in half the memory, and on the
     CPU about 15% faster (docs/benchmarks.md).
     """
     flips, chunks = item["rgb"].shape[:2]
     appearance, motion = 0, 0
     for rgb, flow in zip(item["rgb"], item["flow"]):
+        inputs = network_inputs({"rgb": rgb, "flow": flow}, device)
         with autocast(device):
-            a, m = model.scores(channels_last(rgb.to(device)), channels_last(flow.to(device)), chunks)
+            a, m = model.scores(inputs["rgb"], inputs["flow"], chunks)
         appearance = appearance + a.float().mean((0, 1, 3, 4))  # (1, T', K, h, w) -> (K,)
         motion = motion + m.float().mean((0, 1, 3, 4))
     return (appearance / flips).cpu().numpy(), (motion / flips).cpu().numpy()

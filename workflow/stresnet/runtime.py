@@ -31,8 +31,12 @@ def keep_freed_memory() -> bool:
 
 
 def channels_last(x: torch.Tensor) -> torch.Tensor:
-    """Images (N, C, H, W) in channels-last order, which oneDNN and cuDNN convolve fastest."""
-    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+    """Images (..., C, H, W) with channels innermost in memory, which oneDNN and cuDNN convolve
+    fastest: channels_last for (N, C, H, W), and for (B, T, C, H, W) clips a layout that stays
+    channels_last when B and T are flattened. Other tensors are returned as they are."""
+    if x.dim() < 4:
+        return x
+    return x.movedim(-3, -1).contiguous().movedim(-1, -3)
 
 
 def autocast(device: torch.device):

@@ -26,11 +26,11 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from .data import ClipDataset, SampleSchedule, VideoStore, quiet_worker
+from .data import ClipDataset, SampleSchedule, VideoStore, network_inputs, quiet_worker
 from .index import read_table
 from .models import (appearance_stream, build_model, convert_sub_batch_norm, load_checkpoint,
                      load_weights, motion_stream, save_checkpoint, set_chunks, st_resnet)
-from .runtime import autocast, channels_last, keep_freed_memory
+from .runtime import autocast, keep_freed_memory
 
 log = logging.getLogger(__name__)
 PHASES = ("motion", "appearance", "st_resnet", "st_resnet_star")
@@ -195,7 +195,7 @@ class Trainer:
                 group["lr"] = lr_at(it, cfg["lr"])
             loss_sum, hits = torch.zeros((), device=self.device), torch.zeros((), device=self.device)
             for m in range(micro_per_rank):
-                batch = {k: channels_last(v.to(self.device, non_blocking=True)) for k, v in next(batches).items()}
+                batch = network_inputs(next(batches), self.device)
                 sync = self.net.no_sync() if self.ddp and m < micro_per_rank - 1 else contextlib.nullcontext()
                 with sync, self.autocast:
                     loss, h = clip_loss(self.net, self.phase, batch, chunks)
