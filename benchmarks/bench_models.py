@@ -33,9 +33,10 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision.transforms.v2.functional import ten_crop
 
+from stresnet.data import network_inputs
 from stresnet.evaluate import inference_model, video_scores
 from stresnet.models import appearance_stream, motion_stream, st_resnet, st_resnet_star, two_stream
-from stresnet.runtime import autocast, channels_last, keep_freed_memory
+from stresnet.runtime import autocast, keep_freed_memory
 
 FLOW = 20
 
@@ -49,7 +50,10 @@ def macs(model: nn.Module, *inputs) -> int:
 
 
 def clips(videos: int, chunks: int, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-    return torch.randn(videos * chunks, 3, *size), torch.randn(videos * chunks, FLOW, *size)
+    """Random uint8 frames and flow stacks, as the datasets hand them over."""
+    n = videos * chunks
+    return (torch.randint(256, (n, 3, *size), dtype=torch.uint8),
+            torch.randint(256, (n, FLOW, *size), dtype=torch.uint8))
 
 
 class Runner:
@@ -62,8 +66,9 @@ class Runner:
     def model(self, model: nn.Module) -> nn.Module:
         return model.to(self.device, memory_format=torch.channels_last)
 
-    def inputs(self, *xs: torch.Tensor) -> list[torch.Tensor]:
-        return [channels_last(x.to(self.device)) for x in xs]
+    def inputs(self, rgb: torch.Tensor, flow: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = network_inputs({"rgb": rgb, "flow": flow}, self.device)
+        return x["rgb"], x["flow"]
 
     def autocast(self):
         return autocast(self.device)
@@ -123,7 +128,7 @@ def machine() -> str:
 
 def size_rows(models: dict[str, nn.Module]) -> list[str]:
     """Parameters and multiply-adds per 224x224 chunk (5-chunk clips for the two-stream kinds)."""
-    rgb, flow = clips(1, 5, (224, 224))
+    rgb, flow = (x.float() for x in clips(1, 5, (224, 224)))
     rows = ["| model | parameters (M) | multiply-adds per chunk, 224x224 (G) |", "| --- | ---: | ---: |"]
     for name, model in models.items():
         if name == "motion":
@@ -160,7 +165,7 @@ def test_rows(runner: Runner, star: nn.Module, plain: nn.Module, args: argparse.
     t, size = args.test_chunks, tuple(args.test_size)
     rgb, flow = clips(1, t, size)
     star, plain = inference_model(star, runner.device), inference_model(plain, runner.device)
-    crops = torch.cat(ten_crop(rgb, 224)), torch.cat(ten_crop(flow, 224))
+    crops = torch.cat(ten_crop(rgb, 224)).float(), torch.cat(ten_crop(flow, 224)).float()
     crop_macs = macs(plain, *crops, 1)
     rows = []
     with torch.inference_mode():
@@ -171,7 +176,7 @@ def test_rows(runner: Runner, star: nn.Module, plain: nn.Module, args: argparse.
                 lambda: original_two_stream_test(runner, plain, rgb, flow, frames_per_pass=5),
                 args.test_repeats,
             )
-            ratio = crop_macs / macs(model, torch.cat([rgb, rgb]), torch.cat([flow, flow]), t)
+            ratio = crop_macs / macs(model, torch.cat([rgb, rgb]).float(), torch.cat([flow, flow]).float(), t)
             target = ">= 3x less time" if model is star else "(the issue quotes 3.8x)"
             rows.append(
                 f"| test of one video, {t} chunks + flips: {name} fully convolutional at "
