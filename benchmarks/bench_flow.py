@@ -33,14 +33,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from common import write_section
+from common import video_files, write_section
 from stresnet.flow import METHODS
 from stresnet.flow_reader import quantize
 from stresnet.frames import frames_attrs
 from stresnet.store import ShardReader, ShardWriter, encode_jpeg
 from stresnet.video import VideoReader
 
-SUFFIXES = {".avi", ".mp4", ".mkv"}
 SHORT_SIDE = 256
 
 
@@ -135,7 +134,7 @@ def main() -> None:
         p.error("--methods must include tvl1 (the compute bound and the reference are TV-L1's)")
 
     root = Path(a.videos)
-    paths = sorted(q for q in root.rglob("*") if q.suffix in SUFFIXES)
+    paths = [root / q for q in video_files(root)]
     n_load = max(a.frames, a.fast_frames)
     clips = {q.relative_to(root).as_posix(): list(itertools.islice(VideoReader(q, SHORT_SIDE), n_load))
              for q in paths}

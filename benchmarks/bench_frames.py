@@ -13,11 +13,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from common import write_section
+from common import video_files, write_section
 from stresnet.frames import extract_shard
 from stresnet.store import ShardReader
-
-SUFFIXES = {".avi", ".mp4", ".mkv"}
 
 
 def main() -> None:
@@ -29,7 +27,7 @@ def main() -> None:
     p.add_argument("--no-write", action="store_true", help="print only, leave docs/benchmarks.md")
     a = p.parse_args()
     root = Path(a.videos)
-    paths = sorted(q.relative_to(root).as_posix() for q in root.rglob("*") if q.suffix in SUFFIXES)
+    paths = video_files(root)
     index = pd.DataFrame({"path": paths, "shard": "00000"})
     with tempfile.TemporaryDirectory() as tmp:
         shard = Path(tmp) / "frames.h5"

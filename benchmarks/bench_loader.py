@@ -19,21 +19,21 @@ import pandas as pd
 import yaml
 
 from bench_train import loader_rate
-from common import write_section
+from common import video_files, write_section
 from stresnet.data import ClipDataset, SampleSchedule, VideoStore
 from stresnet.flow import compute_shard
+from stresnet.flow_reader import STACK_LENGTH
 from stresnet.frames import extract_shard
 from stresnet.index import merge_reports
 from stresnet.train import INPUTS
 
 REPO = Path(__file__).resolve().parent.parent
-SUFFIXES = {".avi", ".mp4", ".mkv"}
 PHASES = ("motion", "appearance", "st_resnet", "st_resnet_star")
 
 
 def prepare(root: Path, results: Path, short_side: int, flow: str) -> tuple[pd.DataFrame, float, float]:
     """Frames and flow of every clip under `root` in one shard; labels from the parent folder."""
-    paths = sorted(q.relative_to(root).as_posix() for q in root.rglob("*") if q.suffix in SUFFIXES)
+    paths = video_files(root)
     classes = sorted({Path(p).parent.as_posix() for p in paths})
     index = pd.DataFrame({"path": paths, "shard": "00000",
                           "label": [classes.index(Path(p).parent.as_posix()) for p in paths]})
@@ -68,7 +68,7 @@ def main() -> None:
             schedule = SampleSchedule(len(videos), micro, micro, 0, tuple(cfg["stride"]))
             steps = max(2, a.samples // micro)
             rates = [loader_rate(dataset, schedule, w, steps) for w in a.workers]
-            jpegs = cfg["chunks"] * (("rgb" in wants) + 20 * ("flow" in wants))
+            jpegs = cfg["chunks"] * (("rgb" in wants) + 2 * STACK_LENGTH * ("flow" in wants))
             rows.append(f"| {phase} | {cfg['chunks']} | {cfg['size']} | {jpegs} | "
                         + " | ".join(f"{r:.1f}" for r in rates) + f" | {rates[0] * jpegs:.0f} |")
     n_frames = int(videos["n_frames"].sum())

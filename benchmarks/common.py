@@ -9,6 +9,8 @@ import re
 import sys
 from pathlib import Path
 
+from stresnet.datasets.common import VIDEO_SUFFIXES
+
 DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 
 
@@ -22,6 +24,12 @@ def machine() -> str:
     except OSError:
         pass
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}"
+
+
+def video_files(root: Path) -> list[str]:
+    """Paths (relative to `root`, sorted) of the video files under `root`."""
+    return sorted(q.relative_to(root).as_posix() for q in root.rglob("*")
+                  if q.is_file() and q.suffix.lower() in VIDEO_SUFFIXES)
 
 
 def write_section(title: str, body: str) -> None:

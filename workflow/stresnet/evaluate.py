@@ -20,7 +20,7 @@ from tqdm import tqdm
 from .data import VideoStore, WholeVideoDataset, network_inputs, quiet_worker
 from .index import read_table
 from .models import fold_batch_norm, load_checkpoint, two_stream
-from .runtime import autocast, keep_freed_memory
+from .runtime import autocast, setup_process
 
 log = logging.getLogger(__name__)
 KINDS = ("two_stream", "st_resnet", "st_resnet_star")
@@ -93,9 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
-    keep_freed_memory()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    setup_process(args.threads)
     videos = read_table(args.videos)
     test = videos[(videos[f"split{args.split}"] == "test") & (videos["status"] == "ok")]
     store = VideoStore(args.results, test, args.flow_method)

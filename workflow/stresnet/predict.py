@@ -15,7 +15,7 @@ from .evaluate import inference_model, video_scores
 from .flow import flow_method
 from .flow_reader import quantize, stack_indices
 from .models import load_checkpoint
-from .runtime import keep_freed_memory
+from .runtime import setup_process
 from .store import decode_jpeg, encode_jpeg
 from .video import VideoReader
 
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--model-dir", required=True, help="results/<dataset>/split<k>")
     p.add_argument("--top", type=int, default=5)
     a = p.parse_args(argv)
-    keep_freed_memory()
+    setup_process()
     for name, probability in predict(a.video, a.model_dir, a.top):
         print(f"{probability:7.3f}  {name}")
 

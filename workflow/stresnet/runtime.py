@@ -30,6 +30,14 @@ def keep_freed_memory() -> bool:
     return bool(mallopt(M_MMAP_THRESHOLD, LARGEST)) and bool(mallopt(M_TRIM_THRESHOLD, LARGEST))
 
 
+def setup_process(threads: int = 0) -> None:
+    """What every stage that runs a model does first: keep freed memory, and use `threads`
+    CPU threads (0: torch's default)."""
+    keep_freed_memory()
+    if threads:
+        torch.set_num_threads(threads)
+
+
 def channels_last(x: torch.Tensor) -> torch.Tensor:
     """Images (..., C, H, W) with channels innermost in memory, which oneDNN and cuDNN convolve
     fastest: channels_last for (N, C, H, W), and for (B, T, C, H, W) clips a layout that stays

@@ -30,7 +30,7 @@ from .data import ClipDataset, SampleSchedule, VideoStore, network_inputs, quiet
 from .index import read_table
 from .models import (appearance_stream, build_model, convert_sub_batch_norm, load_checkpoint,
                      load_weights, motion_stream, save_checkpoint, set_chunks, st_resnet)
-from .runtime import autocast, keep_freed_memory
+from .runtime import autocast, setup_process
 
 log = logging.getLogger(__name__)
 PHASES = ("motion", "appearance", "st_resnet", "st_resnet_star")
@@ -248,9 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
-    keep_freed_memory()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    setup_process(args.threads)
     cfg = json.loads(args.config)
     Trainer(args, cfg).fit()
 

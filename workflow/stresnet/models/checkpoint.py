@@ -1,6 +1,5 @@
 """Checkpoints of every model kind: the state dict beside the arguments that rebuild the model."""
 
-import pickle
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -9,7 +8,7 @@ from torch import nn
 from torchvision.models import ResNet
 
 from .st_resnet import STResNet, TwoStream, st_resnet, two_stream
-from .streams import appearance_stream, motion_stream
+from .streams import appearance_stream, load_weights_only, motion_stream
 from .temporal import TemporalMaxPool
 
 KINDS = ("appearance", "motion", "two_stream", "st_resnet", "st_resnet_star")
@@ -74,12 +73,7 @@ def save_checkpoint(path: str | Path, model: nn.Module, extra: dict[str, Any] | 
 
 
 def _read(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError) as err:
-        raise ValueError(f"{path} is not a weights-only torch file: {err}") from err
+    ckpt = load_weights_only(path, "checkpoint")
     if not (isinstance(ckpt, dict) and isinstance(ckpt.get("meta"), dict) and ckpt["meta"].get("kind") in KINDS):
         raise ValueError(f"{path} is not a stresnet model checkpoint (no model kind in it)")
     return ckpt

@@ -16,6 +16,16 @@ def imagenet_cache_file() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / Path(IMAGENET.url).name
 
 
+def load_weights_only(path: Path, what: str, hint: str = ""):
+    """torch.load of `path` without executing pickled code, with errors that name the file."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist{hint}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as err:
+        raise ValueError(f"{path} is not a weights-only torch file: {err}") from err
+
+
 def resnet50_state_dict(pretrained: str) -> dict[str, Tensor] | None:
     """Backbone weights for `pretrained` = "imagenet" | "none" | a path to a saved state dict."""
     if pretrained == "none":
@@ -32,12 +42,7 @@ def resnet50_state_dict(pretrained: str) -> dict[str, Tensor] | None:
                 f"or place the downloaded file as {imagenet_cache_file()} (torch hub cache)."
             ) from err
     path = Path(pretrained)
-    if not path.is_file():
-        raise FileNotFoundError(f"pretrained weights file {path} does not exist ('imagenet', 'none' or a path)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError) as err:
-        raise ValueError(f"{path} is not a weights-only torch file: {err}") from err
+    state = load_weights_only(path, "pretrained weights file", " ('imagenet', 'none' or a path)")
     if not isinstance(state, dict):
         raise ValueError(f"{path} holds a {type(state).__name__}, not a state dict of torchvision's resnet50")
     return state
