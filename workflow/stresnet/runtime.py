@@ -18,8 +18,8 @@ def keep_freed_memory() -> bool:
 
     By default every block over 32 MB is a fresh mmap that the kernel zero-fills page by page
     on first touch. Whole-frame testing allocates hundreds of such tensors per video; on the
-    CPU that cost 44% of an ST-ResNet* test (12.5 s against 7.1 s, docs/benchmarks.md). The process keeps its peak
-    memory instead. Returns whether the setting took (False off glibc).
+    CPU that cost 44% of an ST-ResNet* test (12.5 s against 7.1 s, docs/benchmarks.md).
+    The process keeps its peak memory instead. Returns whether the setting took (False off glibc).
     """
     if not sys.platform.startswith("linux"):
         return False
