@@ -70,3 +70,26 @@ def make_ucf101_tree(root: Path, clips: dict[str, str], n_classes_in_index: int 
         (lists / f"trainlist0{k}.txt").write_bytes("".join(train).encode())
         (lists / f"testlist0{k}.txt").write_bytes("".join(test).encode())
     return videos, lists
+
+
+HMDB_NAMES = ["#122_Cleaning_Up_The_Beach_climb_f_cm_np1_ba_med_0.avi",
+              "(HQ)_Rock_Climbing_-_Free_Solo_climb_f_cm_np1_le_med_2.avi",
+              "Golf_Tips_-_Hit_The_Driver_300+_Yards!!!_golf_f_nm_np1_fr_med_0.avi",
+              "Tom_&_Jerry_golf_f_cm_np1_ri_bad_1.avi"]
+
+
+def make_hmdb51_tree(tmp_path: Path) -> tuple[Path, Path]:
+    """HMDB51's official layout with odd names (empty placeholder videos) and its split files."""
+    root, splits = tmp_path / "hmdb51", tmp_path / "testTrainMulti_7030_splits"
+    splits.mkdir()
+    for name in HMDB_NAMES:
+        cls = "climb" if "_climb_" in name else "golf"
+        (root / cls).mkdir(parents=True, exist_ok=True)
+        (root / cls / name).touch()
+    for cls in ("climb", "golf"):
+        names = [n for n in HMDB_NAMES if f"_{cls}_" in n]
+        for k in (1, 2, 3):
+            tags = {1: ["1", "2"], 2: ["2", "0"], 3: ["0", "1"]}[k]
+            lines = "".join(f"{n} {t} \r\n" for n, t in zip(names, tags))
+            (splits / f"{cls}_test_split{k}.txt").write_text(lines)
+    return root, splits

@@ -1,33 +1,72 @@
 """Sampling in time, the paper's augmentation and the deterministic sample schedule."""
 
 import numpy as np
+import pytest
 import torch
 
 from stresnet.data import (FLOW_CENTRE, RGB_MEAN, RGB_STD, SampleSchedule, chunk_positions, crop_resize,
-                           crop_sizes, flow_tensor, network_inputs, rgb_tensor, sample_crop, spread_positions)
+                           crop_sizes, flow_tensor, network_inputs, rgb_tensor, sample_crop, spread_positions,
+                           usable_frames)
+from stresnet.flow_reader import STACK_LENGTH, stack_indices
 
 
 def test_chunk_positions_at_the_stride():
-    assert chunk_positions(100, 5, 10, 0.0).tolist() == [0, 10, 20, 30, 40]
-    assert chunk_positions(100, 5, 10, 1.0).tolist() == [59, 69, 79, 89, 99]
-    assert chunk_positions(100, 1, 1, 0.999).tolist() == [99]
+    assert chunk_positions(range(100), 5, 10, 0.0).tolist() == [0, 10, 20, 30, 40]
+    assert chunk_positions(range(100), 5, 10, 1.0).tolist() == [59, 69, 79, 89, 99]
+    assert chunk_positions(range(100), 1, 1, 0.999).tolist() == [99]
+    assert chunk_positions(range(5, 95), 5, 10, 0.0).tolist() == [5, 15, 25, 35, 45]
 
 
-def test_short_video_gets_a_smaller_stride_then_symmetric_padding():
+def test_short_video_gets_a_smaller_stride_then_repeats_frames_evenly():
     # 5 chunks at stride 15 need 61 frames; 30 frames give stride 7
-    assert chunk_positions(30, 5, 15, 0.0).tolist() == [0, 7, 14, 21, 28]
-    # fewer frames than chunks: padded symmetrically in time, never past the end
-    assert chunk_positions(3, 7, 5, 0.5).tolist() == [1, 0, 0, 1, 2, 2, 1]
+    assert chunk_positions(range(30), 5, 15, 0.0).tolist() == [0, 7, 14, 21, 28]
+    # fewer frames than chunks: frames repeat evenly, first and last included
+    assert chunk_positions(range(3), 7, 5, 0.5).tolist() == [0, 0, 1, 1, 1, 2, 2]
     for n in range(1, 40):
         for chunks in (1, 5, 11, 25):
-            p = chunk_positions(n, chunks, 15, 0.7)
+            p = chunk_positions(range(n), chunks, 15, 0.7)
             assert len(p) == chunks and p.min() >= 0 and p.max() < n
 
 
-def test_evaluation_frames_spread_over_the_video():
-    p = spread_positions(241, 25)
-    assert p.tolist() == list(range(0, 241, 10))
-    assert spread_positions(10, 25).max() == 9 and len(spread_positions(10, 25)) == 25
+def test_usable_frames_have_a_whole_flow_stack():
+    # L = 10: frame t needs fields t-5 ... t+4 of the N-1 fields
+    assert usable_frames(60) == range(5, 55)
+    assert usable_frames(11) == range(5, 6)
+    assert usable_frames(60, stacks=False) == range(60)
+    # too short for any whole stack: every frame, and only there stacks are clamped
+    assert usable_frames(10) == range(10)
+
+
+@pytest.mark.parametrize("n_frames", [48, 60, 300])
+def test_test_frames_cover_the_whole_usable_range(n_frames):
+    """Sec. 3.4: 25 frames spread evenly from the first to the last frame with a whole stack."""
+    p = spread_positions(usable_frames(n_frames), 25)
+    assert len(p) == 25 and p[0] == 5 and p[-1] == n_frames - 6
+    steps = np.diff(p)
+    assert steps.min() >= 1 and steps.max() - steps.min() <= 1  # evenly spread, each rounded
+    expected = np.floor(5 + np.arange(25) * (n_frames - 11) / 24 + 0.5)
+    assert p.tolist() == expected.astype(int).tolist()
+
+
+def test_short_test_video_repeats_frames_evenly():
+    p = spread_positions(usable_frames(20), 25)  # 10 usable frames: 5 ... 14
+    assert p[0] == 5 and p[-1] == 14 and set(p.tolist()) == set(range(5, 15))
+    assert np.bincount(p)[5:].min() >= 2 and np.bincount(p)[5:].max() <= 3
+
+
+def test_no_stack_of_a_60_frame_video_repeats_a_field():
+    """Neither training (any stride, start, chunk count) nor testing clamps a stack."""
+    n_fields = 59
+    rng = np.random.default_rng(0)
+    positions = [spread_positions(usable_frames(60), 25)]
+    for chunks in (1, 5, 11):
+        for stride in range(1, 16):
+            positions.append(chunk_positions(usable_frames(60), chunks, stride, rng.uniform()))
+            positions.append(chunk_positions(usable_frames(60), chunks, stride, 1.0))
+            positions.append(chunk_positions(usable_frames(60), chunks, stride, 0.0))
+    for t in np.concatenate(positions):
+        fields = stack_indices(n_fields, int(t))
+        assert len(set(fields.tolist())) == STACK_LENGTH and fields.tolist() == list(range(t - 5, t + 5))
 
 
 def test_motion_crops_use_the_papers_sides_and_corners():

@@ -4,7 +4,7 @@ import hashlib
 
 import pytest
 
-from conftest import make_ucf101_tree
+from conftest import make_hmdb51_tree, make_ucf101_tree
 from stresnet.datasets import DatasetError, load_table
 from stresnet.demo import CLASSES, generate
 
@@ -53,30 +53,8 @@ def test_ucf101_label_disagreeing_with_classind(tmp_path):
         load_table("ucf101", root, splits)
 
 
-HMDB_NAMES = ["#122_Cleaning_Up_The_Beach_climb_f_cm_np1_ba_med_0.avi",
-              "(HQ)_Rock_Climbing_-_Free_Solo_climb_f_cm_np1_le_med_2.avi",
-              "Golf_Tips_-_Hit_The_Driver_300+_Yards!!!_golf_f_nm_np1_fr_med_0.avi",
-              "Tom_&_Jerry_golf_f_cm_np1_ri_bad_1.avi"]
-
-
-def make_hmdb(tmp_path):
-    root, splits = tmp_path / "hmdb51", tmp_path / "testTrainMulti_7030_splits"
-    splits.mkdir()
-    for name in HMDB_NAMES:
-        cls = "climb" if "_climb_" in name else "golf"
-        (root / cls).mkdir(parents=True, exist_ok=True)
-        (root / cls / name).touch()
-    for cls in ("climb", "golf"):
-        names = [n for n in HMDB_NAMES if f"_{cls}_" in n]
-        for k in (1, 2, 3):
-            tags = {1: ["1", "2"], 2: ["2", "0"], 3: ["0", "1"]}[k]
-            lines = "".join(f"{n} {t} \r\n" for n, t in zip(names, tags))
-            (splits / f"{cls}_test_split{k}.txt").write_text(lines)
-    return root, splits
-
-
 def test_hmdb51_official_format_with_odd_names(tmp_path):
-    root, splits = make_hmdb(tmp_path)
+    root, splits = make_hmdb51_tree(tmp_path)
     table = load_table("hmdb51", root, splits).set_index("path")
     assert len(table) == 4
     row = table.loc["golf/Tom_&_Jerry_golf_f_cm_np1_ri_bad_1.avi"]
@@ -86,7 +64,7 @@ def test_hmdb51_official_format_with_odd_names(tmp_path):
 
 
 def test_hmdb51_missing_split_file(tmp_path):
-    root, splits = make_hmdb(tmp_path)
+    root, splits = make_hmdb51_tree(tmp_path)
     (splits / "golf_test_split2.txt").unlink()
     with pytest.raises(DatasetError, match="golf_test_split2.txt"):
         load_table("hmdb51", root, splits)

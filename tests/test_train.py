@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
-from stresnet.data import VideoStore
+from stresnet.data import ClipDataset, VideoStore, WholeVideoDataset
 from stresnet.demo import generate
 from stresnet.evaluate import evaluate, load_model
 from stresnet.flow import compute_shard
@@ -63,6 +63,20 @@ def curves(out):
 def states_equal(a, b):
     sa, sb = load_checkpoint(a).model.state_dict(), load_checkpoint(b).model.state_dict()
     return all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_datasets_read_only_whole_flow_stacks(prepared):
+    """12-frame videos (11 fields): only frames 5 and 6 have fields t-5 ... t+4, in training and testing."""
+    videos = pd.read_csv(prepared / "videos.csv", dtype={"shard": str})
+    store = VideoStore(prepared, videos, "dis")
+    centres = []
+    read = store.flow_stack
+    store.flow_stack = lambda i, t, length=10: centres.append(t) or read(i, t, length)
+    clips = ClipDataset(store, "st_resnet", chunks=3, size=32, short_side=32)
+    for spec in [(v, seed, stride) for v in range(len(store)) for seed in range(3) for stride in (1, 3)]:
+        assert clips[spec]["flow"].shape == (3, 20, 32, 32)
+    assert WholeVideoDataset(store, chunks=25)[0]["flow"].shape[:3] == (2, 25, 20)
+    assert set(centres) == {5, 6}
 
 
 def test_killed_run_resumes_to_the_same_end(prepared, tmp_path):

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO, make_broken, make_ucf101_tree
+from conftest import REPO, make_broken, make_hmdb51_tree, make_ucf101_tree
 from stresnet.store import ShardReader
 
 pytestmark = pytest.mark.slow
@@ -125,6 +125,29 @@ def test_missing_split_file_is_a_clear_error(tmp_path):
     assert snakemake(tmp_path).returncode != 0
     log = (tmp_path / "results" / "u" / "logs" / "index.log").read_text()
     assert "UCF101 split files missing" in log and "testlist03.txt" in log
+
+
+def test_hmdb51_motion_stream_starts_from_ucf101s(tmp_path):
+    """Sec. 4.1: asking for HMDB51's motion stream builds UCF101's first and starts from it."""
+    ucf_root, ucf_splits = make_ucf101_tree(tmp_path / "ucf", {"Archery/v_Archery_g01_c01.avi": "",
+                                                              "Archery/v_Archery_g08_c01.avi": ""})
+    hmdb_root, hmdb_splits = make_hmdb51_tree(tmp_path)
+    hmdb = {"format": "hmdb51", "root": str(hmdb_root), "splits": str(hmdb_splits),
+            "train": {"motion": {"init_from": {"dataset": "ucf", "split": 2}}}}
+    datasets = {"ucf": {"format": "ucf101", "root": str(ucf_root), "splits": str(ucf_splits)}, "hmdb": hmdb}
+    write_config(tmp_path, datasets, ["hmdb"])
+    assert snakemake(tmp_path, "results/ucf/index.csv", "results/hmdb/index.csv").returncode == 0
+    target = "results/hmdb/split1/motion/model.pt"
+    assert planned_jobs(tmp_path, target).get("train_motion") == 2
+    plan = snakemake(tmp_path, "--dry-run", "--printshellcmds", target).stdout
+    assert "--phase motion --videos results/hmdb/videos.csv" in plan
+    assert "--init results/ucf/split2/motion/model.pt" in plan
+
+    write_config(tmp_path, {"hmdb": hmdb}, ["hmdb"])
+    result = snakemake(tmp_path, "--dry-run", target)
+    assert result.returncode != 0
+    assert ("config key datasets.hmdb.train.motion.init_from.dataset: 'ucf' is not a dataset declared"
+            in result.stdout + result.stderr)
 
 
 TINY_TRAIN = {"pretrained": "none", "workers": 0, "checkpoint_every": 100,

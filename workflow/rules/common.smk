@@ -12,13 +12,16 @@ from snakemake.utils import validate
 # the package lives in workflow/; rules call its command-line entries with it on the path
 PACKAGE_DIR = Path(workflow.basedir) / "workflow"
 sys.path.insert(0, str(PACKAGE_DIR))
-from stresnet.config import config_error
+from stresnet.config import config_error, cross_field_errors
 
 SCHEMA = PACKAGE_DIR / "schemas" / "config.schema.yaml"
 problem = config_error(config, SCHEMA)
 if problem:
     raise WorkflowError(problem)
 validate(config, str(SCHEMA))  # fills in the schema's defaults
+problem = next(iter(cross_field_errors(config)), None)
+if problem:
+    raise WorkflowError(problem)
 
 DATASETS = config["datasets"]
 shell.prefix(f"set -euo pipefail; export PYTHONPATH={shlex.quote(str(PACKAGE_DIR))}:${{{{PYTHONPATH:-}}}}; ")  # formatted by Snakemake: braces doubled
@@ -102,6 +105,26 @@ def train_data(wildcards):
         "ready": f"results/{wildcards.dataset}/dataset_ready.json",
         "flow": f"results/{wildcards.dataset}/flow/{method}/done.json",
     }
+
+
+def stream_init(phase):
+    """Input function: the stream a phase starts from when its `init_from` names one."""
+
+    def init(wildcards):
+        source = phase_settings(wildcards.dataset, phase).get("init_from")
+        if source is None:
+            return {}
+        if isinstance(source, str):
+            return {"init": source}
+        return {"init": f"results/{source['dataset']}/split{source['split']}/{phase}/model.pt"}
+
+    return init
+
+
+def init_flag(wildcards, input):
+    """--init with the models a phase starts from (none: ImageNet or `pretrained`)."""
+    models = [input[name] for name in ("init", "appearance", "motion", "st_resnet") if name in input.keys()]
+    return "--init " + " ".join(map(shlex.quote, models)) if models else ""
 
 
 def evaluated_models(wildcards):

@@ -5,6 +5,7 @@
 rule train_motion:
     input:
         unpack(train_data),
+        unpack(stream_init("motion")),
     output:
         model="results/{dataset}/split{split}/motion/model.pt",
         curves="results/{dataset}/split{split}/motion/curves.csv",
@@ -15,7 +16,7 @@ rule train_motion:
         pretrained=lambda wc: shlex.quote(train_setting(wc.dataset, "pretrained")),
         flow_method=lambda wc: setting(wc.dataset, "flow")["method"],
         short_side=lambda wc: setting(wc.dataset, "frames")["short_side"],
-        init="",
+        init=init_flag,
     threads: config["train"]["threads"]
     resources:
         gpu=lambda wc: train_setting(wc.dataset, "gpus"),
@@ -35,6 +36,9 @@ rule train_motion:
 
 
 use rule train_motion as train_appearance with:
+    input:
+        unpack(train_data),
+        unpack(stream_init("appearance")),
     output:
         model="results/{dataset}/split{split}/appearance/model.pt",
         curves="results/{dataset}/split{split}/appearance/curves.csv",
@@ -45,7 +49,7 @@ use rule train_motion as train_appearance with:
         pretrained=lambda wc: shlex.quote(train_setting(wc.dataset, "pretrained")),
         flow_method=lambda wc: setting(wc.dataset, "flow")["method"],
         short_side=lambda wc: setting(wc.dataset, "frames")["short_side"],
-        init="",
+        init=init_flag,
     log:
         "results/{dataset}/logs/split{split}/train_appearance.log",
     benchmark:
@@ -67,7 +71,7 @@ use rule train_motion as train_st_resnet with:
         pretrained="none",
         flow_method=lambda wc: setting(wc.dataset, "flow")["method"],
         short_side=lambda wc: setting(wc.dataset, "frames")["short_side"],
-        init=lambda wc, input: f"--init {input.appearance} {input.motion}",
+        init=init_flag,
     log:
         "results/{dataset}/logs/split{split}/train_st_resnet.log",
     benchmark:
@@ -88,7 +92,7 @@ use rule train_motion as train_st_resnet_star with:
         pretrained="none",
         flow_method=lambda wc: setting(wc.dataset, "flow")["method"],
         short_side=lambda wc: setting(wc.dataset, "frames")["short_side"],
-        init=lambda wc, input: f"--init {input.st_resnet}",
+        init=init_flag,
     log:
         "results/{dataset}/logs/split{split}/train_st_resnet_star.log",
     benchmark:

@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from .flow_reader import STACK_LENGTH, FlowReader, hflip_stack
+from .flow_reader import STACK_LENGTH, FlowReader, hflip_stack, valid_centres
 from .runtime import channels_last
 from .store import ShardReader
 
@@ -67,26 +67,40 @@ class VideoStore:
         return flow.stack(key, int(t), length)
 
 
-def chunk_positions(n_frames: int, chunks: int, stride: int, start: float) -> np.ndarray:
-    """Frames of T chunks at temporal stride tau, starting at `start` (0..1) of the free range.
+def usable_frames(n_frames: int, stacks: bool = True) -> range:
+    """The frames a sample may be centred on: with `stacks`, those whose whole stack of L flow
+    fields exists (t - L/2 ... t + L/2 - 1, as the authors sample), else every frame.
 
-    A video too short for the stride gets a smaller one; one with fewer frames than chunks is
-    padded symmetrically in time (Sec. 3.4, "For videos with less than ... frames").
+    A video too short to have any such frame (fewer than L + 1 frames) falls back to every frame;
+    only there do its stacks repeat (clamp) the first or last field (`stack_indices`).
     """
-    if chunks > 1 and (chunks - 1) * stride + 1 > n_frames:
-        stride = max(1, (n_frames - 1) // (chunks - 1))
+    centres = valid_centres(n_frames - 1) if stacks else range(0)
+    return centres if len(centres) else range(n_frames)
+
+
+def chunk_positions(frames: range, chunks: int, stride: int, start: float) -> np.ndarray:
+    """Frames of T chunks at temporal stride tau within `frames`, starting at `start` (0..1) of
+    the free range (Sec. 3.4, Table 2: random start, stride tau).
+
+    A range too short for the stride gets a smaller one (Sec. 3.4: "For videos with less than
+    705 frames we reduce the stride"); one shorter than `chunks` repeats frames evenly.
+    """
+    n = len(frames)
+    if chunks > 1 and (chunks - 1) * stride + 1 > n:
+        stride = max(1, (n - 1) // (chunks - 1))
     span = (chunks - 1) * stride + 1
-    if span > n_frames:
-        missing = chunks - n_frames
-        return np.pad(np.arange(n_frames), (missing // 2, missing - missing // 2), mode="symmetric")
-    t0 = int(start * (n_frames - span + 1 - 1e-9))
-    return t0 + stride * np.arange(chunks)
+    if span > n:
+        return spread_positions(frames, chunks)
+    t0 = int(start * (n - span + 1 - 1e-9))
+    return frames[0] + t0 + stride * np.arange(chunks)
 
 
-def spread_positions(n_frames: int, chunks: int = 25) -> np.ndarray:
-    """`chunks` frames spread evenly over the whole video (Sec. 3.4: 25 for testing)."""
-    stride = max(1, (n_frames - 1) // max(1, chunks - 1))
-    return chunk_positions(n_frames, chunks, stride, 0.5)
+def spread_positions(frames: range, chunks: int = 25) -> np.ndarray:
+    """`chunks` frames spread evenly from the first to the last of `frames`, each position
+    rounded (Sec. 3.4, "Fully convolutional inference": 25 frames; as in the authors' code).
+    Fewer frames than chunks: frames repeat evenly."""
+    offsets = np.floor(np.linspace(0, len(frames) - 1, chunks) + 0.5).astype(np.int64)
+    return frames[0] + offsets
 
 
 @dataclass
@@ -168,6 +182,7 @@ def quiet_worker(_: int) -> None:
 
 class ClipDataset(Dataset):
     """Training clips: T chunks at a stride from a random start, cropped, flipped, normalised.
+    Chunks lie on frames whose whole flow stack exists when the phase reads flow (`usable_frames`).
 
     Items are addressed by a spec (video index, seed, stride) from `SampleSchedule`, so what a
     step sees does not depend on worker processes or on where a run was resumed.
@@ -184,7 +199,8 @@ class ClipDataset(Dataset):
     def __getitem__(self, spec: tuple[int, int, int]) -> dict[str, torch.Tensor]:
         video, seed, stride = spec
         rng = np.random.default_rng(seed)
-        positions = chunk_positions(self.store.n_frames(video), self.chunks, stride, rng.uniform())
+        usable = usable_frames(self.store.n_frames(video), stacks=self.flow)
+        positions = chunk_positions(usable, self.chunks, stride, rng.uniform())
         frames = [self.store.frame(video, t) for t in positions] if self.rgb else []
         stacks = [self.store.flow_stack(video, t).transpose(1, 2, 0) for t in positions] if self.flow else []
         height, width = (frames or stacks)[0].shape[:2]  # flow fields have their frames' size
@@ -199,7 +215,8 @@ class ClipDataset(Dataset):
 
 
 class WholeVideoDataset(Dataset):
-    """Whole test videos: `chunks` frames spread evenly, whole frames, each with its flip."""
+    """Whole test videos: `chunks` frames spread evenly over the frames with a whole flow stack
+    (Sec. 3.4), whole frames, each with its flip."""
 
     def __init__(self, store: VideoStore, chunks: int = 25, rgb: bool = True, flow: bool = True):
         self.store, self.chunks, self.rgb, self.flow = store, chunks, rgb, flow
@@ -208,7 +225,7 @@ class WholeVideoDataset(Dataset):
         return len(self.store)
 
     def __getitem__(self, video: int) -> dict[str, torch.Tensor]:
-        positions = spread_positions(self.store.n_frames(video), self.chunks)
+        positions = spread_positions(usable_frames(self.store.n_frames(video)), self.chunks)
         item = {"label": torch.tensor(self.store.label(video)), "index": torch.tensor(video)}
         if self.rgb:
             frames = [self.store.frame(video, t) for t in positions]

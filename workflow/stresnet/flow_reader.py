@@ -53,9 +53,9 @@ def stack_indices(n_fields: int, t: int, length: int = STACK_LENGTH) -> np.ndarr
     """Field indices of the stack around frame t: t - L/2 ... t + L/2 - 1 (offsets -5 ... +4 for
     L = 10, as in the authors' code), clamped to 0 ... n_fields - 1.
 
-    The authors sample t only where no clamping is needed (`valid_centres`); near the ends of a
-    video, or in one shorter than L + 1 frames, the first or last field is repeated. No index
-    outside the stored fields is ever produced.
+    Training and testing sample t only where no clamping is needed (`valid_centres`, as the
+    authors do); only a video shorter than L + 1 frames, which has no such t, gets a stack that
+    repeats its first or last field. No index outside the stored fields is ever produced.
     """
     if n_fields < 1:
         raise ValueError("a video with fewer than 2 frames has no flow field")

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import torch
 
-from .data import flow_tensor, rgb_tensor, spread_positions
+from .data import flow_tensor, rgb_tensor, spread_positions, usable_frames
 from .evaluate import inference_model, video_scores
 from .flow import flow_method
 from .flow_reader import quantize, stack_indices
@@ -51,7 +51,7 @@ def predict(video: str | Path, model_dir: str | Path, top: int = 5, chunks: int 
     frames = list(VideoReader(video, info["short_side"]))
     if len(frames) < 2:
         raise ValueError(f"{video}: {len(frames)} frame(s); at least 2 are needed for optical flow")
-    positions = spread_positions(len(frames), chunks)
+    positions = spread_positions(usable_frames(len(frames)), chunks)
     picked = [frames[t] for t in positions]
     stacks = flow_stacks(frames, positions, info["flow"])
     item = {"rgb": torch.stack([rgb_tensor(picked, False), rgb_tensor(picked, True)]),

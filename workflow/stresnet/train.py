@@ -55,8 +55,18 @@ def digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def initial_model(phase: str, num_classes: int, pretrained: str, init: list[str]) -> nn.Module:
-    """The model a phase starts from: ImageNet streams, or the previous phases' checkpoints."""
+def initial_model(phase: str, num_classes: int, pretrained: str, init: list[str],
+                  flow: dict[str, Any] | None = None) -> nn.Module:
+    """The model a phase starts from: ImageNet streams, a stream trained on another dataset, or
+    the previous phases' checkpoints. `flow` (the flow settings of this phase's data) must equal
+    those a motion stream trained elsewhere saw."""
+    if phase in ("motion", "appearance") and init:
+        source = load_checkpoint(init[0], phase)
+        seen = source.extra.get("info", {}).get("flow")
+        if phase == "motion" and flow is not None and seen != flow:
+            raise ValueError(f"{init[0]} was trained on flow made with {seen}, this data's flow is {flow}; "
+                             "make both datasets' flow settings equal")
+        return retarget_stream(source.model, num_classes)
     if phase == "motion":
         return motion_stream(num_classes, pretrained)
     if phase == "appearance":
@@ -71,9 +81,20 @@ def initial_model(phase: str, num_classes: int, pretrained: str, init: list[str]
     return model
 
 
+def retarget_stream(stream: nn.Module, num_classes: int) -> nn.Module:
+    """A trained stream with a new classifier for `num_classes` classes (Sec. 4.1: "our HMDB51
+    motion stream is initialized from the UCF101 model"); every other weight is kept."""
+    stream.fc = nn.Linear(stream.fc.in_features, num_classes)
+    return stream
+
+
 def clip_loss(model: nn.Module, phase: str, batch: dict[str, torch.Tensor], chunks: int) -> tuple[torch.Tensor, int]:
-    """One cross-entropy per stream per chunk (Sec. 3.4), summed over streams; and the hits
-    of the summed scores."""
+    """The loss of a micro-batch, averaged over its clips; and the hits of the summed scores.
+
+    Sec. 3.4 (ST-ResNet: "a single loss for each of the 5 inputs and both streams"): one softmax
+    cross-entropy per stream and time position, summed over positions and streams (as the
+    authors' code does, which divides by the number of videos only).
+    """
     labels = batch["label"]
     if phase in ("motion", "appearance"):
         x = batch["flow" if phase == "motion" else "rgb"].flatten(0, 1)
@@ -84,8 +105,9 @@ def clip_loss(model: nn.Module, phase: str, batch: dict[str, torch.Tensor], chun
         streams = list(model(batch["rgb"].flatten(0, 1), batch["flow"].flatten(0, 1), chunks))
     positions = streams[0].shape[1]
     target = labels[:, None].expand(-1, positions).flatten()
-    loss = sum(F.cross_entropy(s.flatten(0, 1).float(), target) for s in streams)
-    hits = (sum(s.float() for s in streams).mean(1).argmax(1) == labels).sum().item()
+    streams = [s.to(torch.promote_types(s.dtype, torch.float32)) for s in streams]  # bf16 under autocast
+    loss = sum(F.cross_entropy(s.flatten(0, 1), target, reduction="sum") for s in streams) / len(labels)
+    hits = (sum(streams).mean(1).argmax(1) == labels).sum().item()
     return loss, hits
 
 
@@ -127,7 +149,7 @@ class Trainer:
                              f"cannot be shared by {self.world} processes")
         self.iterations = total_iterations(cfg["lr"])
 
-        model = initial_model(self.phase, self.num_classes, args.pretrained, args.init)
+        model = initial_model(self.phase, self.num_classes, args.pretrained, args.init, self.info["flow"])
         if cfg["micro_batch"] > cfg["bn_batch"]:  # Sec. 3.3: sub-batch normalisation
             convert_sub_batch_norm(model, cfg["bn_batch"])
         self.model = model.to(self.device, memory_format=torch.channels_last)
@@ -238,7 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="the phase's settings as JSON (see config.yaml train:)")
     p.add_argument("--pretrained", default="imagenet", help="imagenet | none | path (stream phases)")
     p.add_argument("--init", nargs="*", default=[],
-                   help="st_resnet: appearance and motion model.pt; st_resnet_star: st_resnet model.pt")
+                   help="st_resnet: appearance and motion model.pt; st_resnet_star: st_resnet model.pt; "
+                        "motion or appearance: a stream of the same kind trained elsewhere (replaces --pretrained)")
     p.add_argument("--out-dir", required=True)
     p.add_argument("--device", default="auto", choices=["auto", "cpu"])
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
