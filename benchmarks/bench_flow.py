@@ -1,7 +1,7 @@
 """Optical flow stage on real clips: fields/s per method with 1 and 2 processes, against a
 reference written the way common toolboxes do it, and the storage it takes.
 
-Reads every clip under --videos (default: ../shared/data/real_videos beside the repository),
+Reads every clip under --videos (default: the real clips in tests/fixtures/videos),
 stores the first --frames frames of each at short side 256 (the first --fast-frames for the fast
 methods, whose runs would otherwise be too short to time), then runs, each as its own process:
 - `stresnet flow` with --threads 1, with --threads 2, and as two jobs of --threads 1 on two
@@ -117,7 +117,7 @@ def stored_bytes(shard: Path) -> int:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--videos", default=str(Path(__file__).resolve().parents[2] / "shared/data/real_videos"))
+    p.add_argument("--videos", default=str(Path(__file__).resolve().parents[1] / "tests/fixtures/videos"))
     p.add_argument("--frames", type=int, default=3, help="frames per clip for TV-L1 (fields = frames - 1)")
     p.add_argument("--fast-frames", type=int, default=24, help="frames per clip for dis and farneback")
     p.add_argument("--shard-size", type=int, default=100, help="videos per shard, for files per 1000 videos")

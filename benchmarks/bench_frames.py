@@ -1,6 +1,6 @@
 """Frame extraction on real clips: frames/s, stored bytes per frame, random-access reads/s.
 
-Reads every clip under --videos (default: ../shared/data/real_videos beside the repository).
+Reads every clip under --videos (default: the real clips in tests/fixtures/videos).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from stresnet.store import ShardReader
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--videos", default=str(Path(__file__).resolve().parents[2] / "shared/data/real_videos"))
+    p.add_argument("--videos", default=str(Path(__file__).resolve().parents[1] / "tests/fixtures/videos"))
     p.add_argument("--short-side", type=int, default=256)
     p.add_argument("--jpeg-quality", type=int, default=90)
     p.add_argument("--reads", type=int, default=3000)

@@ -21,10 +21,11 @@ import yaml
 from bench_train import loader_rate
 from common import video_files, write_section
 from stresnet.data import ClipDataset, SampleSchedule, VideoStore
-from stresnet.flow import compute_shard
+from stresnet.manifest import Manifest
+from stresnet.flow import compute_shard, write_flow_manifest
 from stresnet.flow_reader import STACK_LENGTH
 from stresnet.frames import extract_shard
-from stresnet.index import merge_reports
+from stresnet.index import frames_manifest, merge_reports
 from stresnet.train import INPUTS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -44,7 +45,12 @@ def prepare(root: Path, results: Path, short_side: int, flow: str) -> tuple[pd.D
     compute_shard(results / "frames" / "00000.h5", results / "flow" / flow / "00000.h5", flow, threads=2)
     flow_s = time.perf_counter() - start
     videos = merge_reports(index, [report])
-    return videos[videos["status"] == "ok"], frames_s, flow_s
+    videos.to_csv(results / "videos.csv", index=False)
+    frames_manifest(results / "frames.json", results / "videos.csv", [results / "frames" / "00000.h5"], {})
+    write_flow_manifest(results / "flow.json", [results / "flow" / flow / "00000.h5"], results / "frames.json")
+    store = VideoStore(videos[videos["status"] == "ok"], Manifest(results / "frames.json", "frames"),
+                       Manifest(results / "flow.json", "flow"))
+    return store, frames_s, flow_s
 
 
 def main() -> None:
@@ -58,14 +64,14 @@ def main() -> None:
     a = p.parse_args()
     train = yaml.safe_load((REPO / "config.yaml").read_text())["train"]
     with tempfile.TemporaryDirectory() as tmp:
-        videos, frames_s, flow_s = prepare(Path(a.videos), Path(tmp), a.short_side, a.flow)
-        store = VideoStore(tmp, videos, a.flow)
+        store, frames_s, flow_s = prepare(Path(a.videos), Path(tmp), a.short_side, a.flow)
+        videos = store.videos
         rows = []
         for phase in PHASES:
             cfg, wants = train[phase], INPUTS[phase]
             dataset = ClipDataset(store, phase, cfg["chunks"], cfg["size"], a.short_side, "rgb" in wants, "flow" in wants)
-            micro = min(cfg["micro_batch"], 16)  # the loader's rate does not depend on the batch size
-            schedule = SampleSchedule(len(videos), micro, micro, 0, tuple(cfg["stride"]))
+            micro = min(cfg["bn_batch"], 16)  # the loader's rate does not depend on the batch size
+            schedule = SampleSchedule(len(videos), micro, micro, micro, 0, tuple(cfg["stride"]))
             steps = max(2, a.samples // micro)
             rates = [loader_rate(dataset, schedule, w, steps) for w in a.workers]
             jpegs = cfg["chunks"] * (("rgb" in wants) + 2 * STACK_LENGTH * ("flow" in wants))

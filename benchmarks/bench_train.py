@@ -16,9 +16,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from common import write_section
-from stresnet.data import ClipDataset, SampleSchedule, VideoStore, network_inputs
+from stresnet import paths
+from stresnet.data import ClipDataset, SampleSchedule, VideoStore, network_inputs, open_videos
 from stresnet.evaluate import evaluate, load_model
-from stresnet.index import read_table
 from stresnet.runtime import autocast, keep_freed_memory
 from stresnet.train import INPUTS, clip_loss, initial_model
 
@@ -69,30 +69,30 @@ def main() -> None:
     p.add_argument("--no-write", action="store_true")
     a = p.parse_args()
     keep_freed_memory()  # as the train and evaluate stages do
-    results = REPO / "results" / a.dataset
-    split_dir = results / f"split{a.split}"
-    videos = read_table(results / "videos.csv")
-    train = videos[(videos[f"split{a.split}"] == "train") & (videos["status"] == "ok")]
+    split_dir = REPO / paths.split_dir(a.dataset, a.split)
     meta = torch.load(split_dir / "st_resnet_star/model.pt", weights_only=True)["extra"]
     short_side, flow_method = meta["info"]["short_side"], meta["info"]["flow"]["method"]
-    store = VideoStore(results, train, flow_method)
+    videos, frames, flow = open_videos(REPO / paths.frames_manifest(a.dataset),
+                                       REPO / paths.flow_manifest(a.dataset, flow_method))
+    train = videos[(videos[f"split{a.split}"] == "train") & (videos["status"] == "ok")]
+    store = VideoStore(train, frames, flow)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     rows = []
     for phase in ("motion", "appearance", "st_resnet", "st_resnet_star"):
         cfg = json.loads(torch.load(split_dir / phase / "model.pt", weights_only=True)["extra"]["config"])
         wants = INPUTS[phase]
         dataset = ClipDataset(store, phase, cfg["chunks"], cfg["size"], short_side, "rgb" in wants, "flow" in wants)
-        schedule = SampleSchedule(len(train), cfg["micro_batch"] * 4, cfg["micro_batch"], 0, tuple(cfg["stride"]))
+        schedule = SampleSchedule(len(train), cfg["bn_batch"] * 4, cfg["bn_batch"], cfg["bn_batch"], 0, tuple(cfg["stride"]))
         load = loader_rate(dataset, schedule, a.workers, a.steps)
         train_rate = model_rate(phase, dataset, schedule, cfg, split_dir, int(videos["label"].max()) + 1, a.steps, device)
-        rows.append((phase, cfg["micro_batch"], cfg["chunks"], cfg["size"], train_rate, load))
+        rows.append((phase, cfg["bn_batch"], cfg["chunks"], cfg["size"], train_rate, load))
     test = videos[(videos[f"split{a.split}"] == "test") & (videos["status"] == "ok")].head(a.eval_videos)
     eval_rows = []
     for kind, models in (("two_stream", [split_dir / "appearance/model.pt", split_dir / "motion/model.pt"]),
                          ("st_resnet_star", [split_dir / "st_resnet_star/model.pt"])):
         model = load_model(kind, [str(m) for m in models])
         start = time.perf_counter()
-        evaluate(model, VideoStore(results, test, flow_method), 25, workers=0, device=device)
+        evaluate(model, VideoStore(test, frames, flow), 25, workers=0, device=device)
         eval_rows.append((kind, (time.perf_counter() - start) / len(test)))
     lines = ["| phase | clips per step | chunks | crop | training samples/s (clips) | loader samples/s "
              f"({a.workers} workers) |", "| --- | --- | --- | --- | --- | --- |"]

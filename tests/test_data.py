@@ -131,20 +131,36 @@ def test_crop_resize_keeps_channels():
 
 
 def test_schedule_is_a_pure_function_of_step():
-    a = SampleSchedule(50, batch=256, micro=86, seed=3, strides=(5, 15))
-    b = SampleSchedule(50, batch=256, micro=86, seed=3, strides=(5, 15))
-    assert a.sizes == [86, 85, 85]  # Table 2: 256 samples, batch norm over about 86
+    a = SampleSchedule(50, batch=256, bn=86, micro=86, seed=3, strides=(5, 15))
+    b = SampleSchedule(50, batch=256, bn=86, micro=86, seed=3, strides=(5, 15))
+    assert a.sizes == [86, 86, 84]  # Table 2: 256 samples, batch norm over groups of 86
     assert a.micro_batch(7, 2) == b.micro_batch(7, 2)
     assert list(b.batches(7, 9)) == list(a.batches(0, 9))[21:]  # resuming at step 7
     strides = {spec[2] for it in range(20) for m in range(3) for spec in a.micro_batch(it, m)}
     assert strides <= set(range(5, 16)) and len(strides) > 5
+    # one stride per step (Table 2: per batch), whatever the micro-batches
+    assert all(len({spec[2] for m in range(3) for spec in a.micro_batch(it, m)}) == 1 for it in range(20))
     # each epoch visits every video once
     videos = [spec[0] for it in range(2) for m in range(3) for spec in a.micro_batch(it, m)][:50]
     assert sorted(videos) == list(range(50))
 
 
+def test_samples_of_a_step_do_not_depend_on_the_micro_batch():
+    """micro_batch is a speed setting: the same samples, strides and batch-norm groups."""
+    def step(micro, it):
+        s = SampleSchedule(40, batch=256, bn=86, micro=micro, seed=1, strides=(1, 15))
+        specs = [spec for m in range(s.accumulation) for spec in s.micro_batch(it, m)]
+        groups = [len(g) for m in range(s.accumulation) for g in np.array_split(np.arange(s.sizes[m]),
+                                                                              np.arange(86, s.sizes[m], 86))]
+        return specs, groups
+    for it in (0, 5):
+        assert step(86, it) == step(172, it) == step(258, it)
+    with pytest.raises(ValueError, match="micro_batch 100 must be a multiple of bn_batch 86"):
+        SampleSchedule(40, batch=256, bn=86, micro=100, seed=1)
+
+
 def test_schedule_shared_between_processes():
-    s = SampleSchedule(30, batch=16, micro=4, seed=0)
+    s = SampleSchedule(30, batch=16, bn=4, micro=4, seed=0)
     one = list(s.batches(0, 3))
     two = [list(s.batches(0, 3, ranks=2, rank=r)) for r in (0, 1)]
     assert sorted(map(str, one)) == sorted(map(str, two[0] + two[1]))

@@ -1,6 +1,7 @@
 """The optical flow stage: accuracy against known motion and OpenCV's raw output, the N-1 layout
 and its reader, threads, the command lines, bad input, and reruns under Snakemake."""
 
+import hashlib
 import itertools
 import json
 import subprocess
@@ -198,7 +199,7 @@ def test_threads_give_the_same_shard_and_every_pair_is_computed(tmp_path):
     assert len({bytes(reader.shard.encoded(clip, i, "u")) for i in range(31)}) == 31
 
 
-def test_command_lines_summary_and_flowviz(tmp_path):
+def test_command_lines_manifest_and_flowviz(tmp_path):
     write_frames(tmp_path / "f.h5", {ARCHERY: real_frames(ARCHERY, 128, 12)}, short_side=128)
     run = lambda *args: subprocess.run([sys.executable, "-m", "stresnet", *args], capture_output=True, text=True)
     result = run("flow", "--frames", str(tmp_path / "f.h5"), "--out", str(tmp_path / "flow.h5"),
@@ -208,11 +209,14 @@ def test_command_lines_summary_and_flowviz(tmp_path):
     attrs = shard_attrs(tmp_path / "flow.h5")
     assert attrs["method"] == "dis" and attrs["bound"] == 15 and attrs["jpeg_quality"] == 90
     assert attrs["params"]["preset"] == "fast" and attrs["params"]["patch_size"] == 12
-    result = run("flow", "summary", "--shards", str(tmp_path / "flow.h5"), "--out", str(tmp_path / "done.json"))
+    (tmp_path / "frames.json").write_text("{}")
+    result = run("flow", "manifest", "--shards", str(tmp_path / "flow.h5"), "--frames-manifest",
+                 str(tmp_path / "frames.json"), "--out", str(tmp_path / "manifest.json"))
     assert result.returncode == 0, result.stderr
-    summary = json.loads((tmp_path / "done.json").read_text())
-    assert summary["videos"] == 1 and summary["fields"] == 11 and summary["method"] == "dis"
-    assert 500 < summary["bytes_per_field"] < 20_000
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["counts"] == {"flow": {"videos": 1, "fields": 11}} and manifest["settings"]["method"] == "dis"
+    assert manifest["files"]["flow"]["sha256"] == hashlib.sha256((tmp_path / "flow.h5").read_bytes()).hexdigest()
+    assert manifest["inputs"]["frames"]["sha256"] == hashlib.sha256(b"{}").hexdigest()
 
     result = run("flowviz", "--flow", str(tmp_path / "flow.h5"), "--frames", str(tmp_path / "f.h5"),
                  "--out", str(tmp_path / "viz.png"), "--fields", "3", "8", "--height", "96", "--colours", "128")
@@ -289,21 +293,22 @@ def test_workflow_reruns_flow_and_only_flow_when_its_settings_change(tmp_path):
 
     demo = {**TINY_DEMO, "flow": {"method": "dis"}}
     write_config(tmp_path, {"demo": demo}, ["demo"])
-    target = "results/demo/flow/dis/done.json"
+    target = "results/demo/flow/dis/manifest.json"
     result = snakemake(tmp_path, target, "results/demo/dataset_ready.json")
     assert result.returncode == 0, result.stderr
     out = tmp_path / "results" / "demo"
-    done = json.loads((out / "flow" / "dis" / "done.json").read_text())
-    assert done["videos"] == 21 and done["fields"] == 21 * 7
-    assert sorted(done["shards"]) == ["00000", "00001", "00002"]
-    for shard in done["shards"]:
+    done = json.loads((out / "flow" / "dis" / "manifest.json").read_text())
+    assert sum(c["videos"] for c in done["counts"].values()) == 21
+    assert sum(c["fields"] for c in done["counts"].values()) == 21 * 7
+    assert sorted(done["files"]) == ["00000", "00001", "00002"]
+    for shard in done["files"]:
         flow = FlowReader(out / "flow" / "dis" / f"{shard}.h5")
         assert flow.keys() == ShardReader(out / "frames" / f"{shard}.h5").keys()
     configs = ["--configfile", "config.yaml", "c.yaml"]
     upstream = {"demo_videos", "index", "frames", "videos", "dataset_ready"}
     for change in ("flow: {dis: {preset: fast}}", "flow: {bound: 15}", "flow: {jpeg_quality: 90}"):
         (tmp_path / "c.yaml").write_text(change + "\n")
-        assert planned_jobs(tmp_path, target, *configs) == {"flow": 3, "flow_done": 1}, change
+        assert planned_jobs(tmp_path, target, *configs) == {"flow": 3, "flow_manifest": 1}, change
         everything = planned_jobs(tmp_path, *configs)  # and what reads the flow, nothing before it
         assert everything["flow"] == 3 and not upstream & set(everything), change
     (tmp_path / "c.yaml").write_text("flow: {tvl1: {tau: 0.3}}\n")  # not the method in use

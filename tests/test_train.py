@@ -13,41 +13,56 @@ import pandas as pd
 import pytest
 import torch
 
-from stresnet.data import ClipDataset, VideoStore, WholeVideoDataset
+from stresnet.data import ClipDataset, VideoStore, WholeVideoDataset, open_videos
 from stresnet.demo import generate
 from stresnet.evaluate import evaluate, load_model
-from stresnet.flow import compute_shard
+from stresnet.flow import compute_shard, write_flow_manifest
 from stresnet.frames import extract_shard
-from stresnet.index import build_index, merge_reports
+from stresnet.index import build_index, frames_manifest, merge_reports
 from stresnet.metrics import accuracy
 from stresnet.models import load_checkpoint
 from stresnet.predict import predict
 
-PHASE = {"batch": 4, "bn_batch": 2, "micro_batch": 2, "lr": [[0.01, 6]], "chunks": 1, "stride": [1, 1],
-         "size": 32, "seed": 0, "momentum": 0.9, "weight_decay": 5e-4, "workers": 0, "checkpoint_every": 2}
+PHASE = {"batch": 4, "bn_batch": 2, "lr": [[0.01, 6]], "chunks": 1, "stride": [1, 1], "size": 32, "seed": 0,
+         "momentum": 0.9, "weight_decay": 5e-4}
+SPEED = {"workers": 0, "micro_batch": 2, "checkpoint_every": 2}
+
+
+def prepare(root, short_side=32):
+    """A demo dataset run through index, frames and DIS flow into root/results, with manifests."""
+    if not (root / "raw").exists():
+        generate(root / "raw", seed=0, n_groups=3, clips_per_group=1, n_frames=12, width=64, height=48)
+    index = build_index("demo", root / "raw/UCF101", root / "raw/ucfTrainTestlist", shard_size=11)
+    results = root / "results"
+    reports, frames, flows = [], [], []
+    for shard in sorted(index["shard"].unique()):
+        frames.append(results / f"frames/{shard}.h5")
+        flows.append(results / f"flow/dis/{shard}.h5")
+        reports.append(extract_shard(index, shard, root / "raw/UCF101", frames[-1], short_side=short_side))
+        compute_shard(frames[-1], flows[-1], method="dis")
+    videos = merge_reports(index, reports)
+    videos.to_csv(results / "videos.csv", index=False)
+    frames_manifest(results / "dataset_ready.json", results / "videos.csv", frames, {})
+    write_flow_manifest(results / "flow/dis/manifest.json", flows, results / "dataset_ready.json")
+    return results
 
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
-    """A demo dataset run through index, frames (short side 32) and DIS flow."""
-    root = tmp_path_factory.mktemp("data")
-    generate(root / "raw", seed=0, n_groups=3, clips_per_group=1, n_frames=12, width=64, height=48)
-    index = build_index("demo", root / "raw/UCF101", root / "raw/ucfTrainTestlist", shard_size=11)
-    results = root / "results"
-    reports = []
-    for shard in sorted(index["shard"].unique()):
-        reports.append(extract_shard(index, shard, root / "raw/UCF101", results / f"frames/{shard}.h5", short_side=32))
-        compute_shard(results / f"frames/{shard}.h5", results / f"flow/dis/{shard}.h5", method="dis")
-    videos = merge_reports(index, reports)
-    videos.to_csv(results / "videos.csv", index=False)
-    return results
+    return prepare(tmp_path_factory.mktemp("data"))
 
 
-def train_cmd(results, out, phase="motion", settings=PHASE, init=()):
-    return [sys.executable, "-m", "stresnet", "train", "--phase", phase, "--videos", str(results / "videos.csv"),
-            "--results", str(results), "--split", "1", "--flow-method", "dis", "--short-side", "32",
-            "--pretrained", "none", "--config", json.dumps(settings), "--out-dir", str(out),
-            "--threads", "1", *(["--init", *map(str, init)] if init else [])]
+def train_cmd(results, out, phase="motion", settings=PHASE, init=(), speed=SPEED):
+    return [sys.executable, "-m", "stresnet", "train", "--phase", phase, "--split", "1",
+            "--frames-manifest", str(results / "dataset_ready.json"),
+            "--flow-manifest", str(results / "flow/dis/manifest.json"),
+            "--pretrained", "none", "--config", json.dumps(settings), "--speed", json.dumps(speed),
+            "--out-dir", str(out), "--threads", "1", *(["--init", *map(str, init)] if init else [])]
+
+
+def store_of(results, videos):
+    _, frames, flow = open_videos(results / "dataset_ready.json", results / "flow/dis/manifest.json")
+    return VideoStore(videos, frames, flow)
 
 
 def run(cmd, **kw):
@@ -68,7 +83,7 @@ def states_equal(a, b):
 def test_datasets_read_only_whole_flow_stacks(prepared):
     """12-frame videos (11 fields): only frames 5 and 6 have fields t-5 ... t+4, in training and testing."""
     videos = pd.read_csv(prepared / "videos.csv", dtype={"shard": str})
-    store = VideoStore(prepared, videos, "dis")
+    store = store_of(prepared, videos)
     centres = []
     read = store.flow_stack
     store.flow_stack = lambda i, t, length=10: centres.append(t) or read(i, t, length)
@@ -79,27 +94,70 @@ def test_datasets_read_only_whole_flow_stacks(prepared):
     assert set(centres) == {5, 6}
 
 
-def test_killed_run_resumes_to_the_same_end(prepared, tmp_path):
-    run(train_cmd(prepared, tmp_path / "whole"))
-    proc = subprocess.Popen(train_cmd(prepared, tmp_path / "killed"), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    state = tmp_path / "killed" / "checkpoint.pt"
+def kill_after_checkpoint(cmd, out):
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = out / "checkpoint.pt"
     deadline = time.time() + 300
     while not state.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     assert state.exists(), "no checkpoint was written"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert not (tmp_path / "killed" / "model.pt").exists()
-    resumed = run(train_cmd(prepared, tmp_path / "killed"))
+    assert not (out / "model.pt").exists()
+
+
+def test_killed_run_resumes_to_the_same_end(prepared, tmp_path):
+    """Speed settings (workers, checkpoint interval) are not part of a run's identity: it resumes."""
+    run(train_cmd(prepared, tmp_path / "whole"))
+    kill_after_checkpoint(train_cmd(prepared, tmp_path / "killed"), tmp_path / "killed")
+    faster = {**SPEED, "workers": 1, "checkpoint_every": 3}
+    resumed = run(train_cmd(prepared, tmp_path / "killed", speed=faster))
     assert "resuming motion from step" in resumed.stderr
     assert curves(tmp_path / "killed")["loss"].tolist() == curves(tmp_path / "whole")["loss"].tolist()
     assert states_equal(tmp_path / "killed" / "model.pt", tmp_path / "whole" / "model.pt")
-    assert not state.exists()
+    assert not (tmp_path / "killed" / "checkpoint.pt").exists()
+
+
+def test_changed_frames_are_never_resumed(tmp_path):
+    """A run killed, then its frames rebuilt at another size: the phase starts afresh, saying why."""
+    results = prepare(tmp_path / "data", short_side=32)
+    out = tmp_path / "motion"
+    kill_after_checkpoint(train_cmd(results, out), out)
+    prepare(tmp_path / "data", short_side=24)
+    rerun = run(train_cmd(results, out))
+    assert "resuming" not in rerun.stderr
+    assert "changed since: flow; frames (short_side 32 -> 24); starting afresh" in rerun.stderr
+    assert load_checkpoint(out / "model.pt").extra["info"]["short_side"] == 24
+
+
+def test_one_writer_per_output_folder(prepared, tmp_path):
+    out = tmp_path / "motion"
+    long = {**PHASE, "lr": [[0.01, 400]]}
+    first = subprocess.Popen(train_cmd(prepared, out, settings=long), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not (out / ".lock").exists() or (out / ".lock").read_text() != str(first.pid):
+            assert time.time() < deadline and first.poll() is None
+            time.sleep(0.05)
+        second = subprocess.run(train_cmd(prepared, out, settings=long), capture_output=True, text=True)
+        assert second.returncode == 1
+        assert f"another process (pid {first.pid}) is writing here" in second.stderr
+        assert "Traceback" not in second.stderr
+    finally:
+        first.kill()
+        first.wait()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = out / f".checkpoint.pt.{dead.pid}.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    result = run(train_cmd(prepared, out))
+    assert not stale.exists() and "removed temporary files of writers that are gone" in result.stderr
+    assert (out / "model.pt").exists()
 
 
 def test_two_ddp_processes_follow_one_process(prepared, tmp_path):
-    settings = {**PHASE, "lr": [[0.01, 3]], "checkpoint_every": 100}
+    settings = {**PHASE, "lr": [[0.01, 3]]}
     run(train_cmd(prepared, tmp_path / "one", settings=settings))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
@@ -125,7 +183,7 @@ def test_all_phases_then_evaluation_and_predict(prepared, tmp_path):
 
     videos = pd.read_csv(prepared / "videos.csv", dtype={"shard": str})
     test = videos[videos["split1"] == "test"]
-    store = VideoStore(prepared, test, "dis")
+    store = store_of(prepared, test)
     scores = evaluate(load_model("st_resnet_star", [tmp_path / "st_resnet_star/model.pt"]), store,
                       chunks=25, workers=0, device=torch.device("cpu"))
     assert scores["appearance"].shape == scores["motion"].shape == (len(test), 7)

@@ -2,6 +2,7 @@
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 import yaml
 
 from conftest import REPO, make_broken, make_hmdb51_tree, make_ucf101_tree
+from stresnet.demo import generate
 from stresnet.store import ShardReader
 
 pytestmark = pytest.mark.slow
@@ -33,6 +35,14 @@ def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=workdir)
 
 
+def job_counts(output: str) -> dict[str, int]:
+    """Rule -> number of jobs that finished in a run, from Snakemake's log."""
+    counts: dict[str, int] = {}
+    for rule in re.findall(r"Finished jobid: \d+ \(Rule: (\w+)\)", output):
+        counts[rule] = counts.get(rule, 0) + 1
+    return counts
+
+
 def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
     """Rule -> job count of a dry run."""
     result = snakemake(workdir, "--dry-run", *args)
@@ -41,7 +51,7 @@ def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
     return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m[1] != "total"}
 
 
-PREPARED = ("results/demo/dataset_ready.json", "results/demo/flow/dis/done.json")
+PREPARED = ("results/demo/dataset_ready.json", "results/demo/flow/dis/manifest.json")
 
 
 def test_demo_preparation_runs_and_reruns_only_what_changed(tmp_path):
@@ -49,7 +59,7 @@ def test_demo_preparation_runs_and_reruns_only_what_changed(tmp_path):
     result = snakemake(tmp_path, *PREPARED)
     assert result.returncode == 0, result.stderr
     out = tmp_path / "results" / "demo"
-    assert yaml.safe_load((out / "dataset_ready.json").read_text()) == {
+    assert yaml.safe_load((out / "dataset_ready.json").read_text())["summary"] == {
         "videos": 21, "good": 21, "skipped": 0, "classes": 7}
     videos = pd.read_csv(out / "videos.csv", dtype={"shard": str})
     assert (videos["status"] == "ok").all() and (videos["n_frames"] == 8).all()
@@ -101,7 +111,7 @@ def test_real_clips_with_a_broken_video_stop_before_training(tmp_path):
     write_config(tmp_path, {"tiny": dataset}, ["tiny"])
     assert planned_jobs(tmp_path, "results/tiny/dataset_ready.json") == {"dataset_ready": 1}
     assert snakemake(tmp_path, "results/tiny/dataset_ready.json").returncode == 0
-    assert yaml.safe_load((out / "dataset_ready.json").read_text())["skipped"] == 1
+    assert yaml.safe_load((out / "dataset_ready.json").read_text())["summary"]["skipped"] == 1
 
 
 def test_wrong_config_value_is_one_line_naming_the_key(tmp_path):
@@ -116,6 +126,35 @@ def test_wrong_config_value_is_one_line_naming_the_key(tmp_path):
     write_config(tmp_path, {"ucf": {"format": "ucf101", "root": "x"}}, ["ucf"])
     result = snakemake(tmp_path, "--dry-run")
     assert "config key datasets.ucf: 'splits' is a required property" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"train": {"motoin": {"batch": 8}}}, "config key train.motoin: unknown key; did you mean 'motion'?"),
+    ({"train": {"chekpoint_every": 5}}, "config key train.chekpoint_every: unknown key; did you mean 'checkpoint_every'?"),
+    ({"datasets": {"f": {"train": {"apperance": {"lr": [[0.1, 2]]}}}}},
+     "config key datasets.f.train.apperance: unknown key; did you mean 'appearance'?"),
+    ({"datasets": {"f": {"run_splits": [2]}}}, "config key datasets.f.run_splits: split 2 does not exist; the dataset has 1 split(s)"),
+    ({"train": {"st_resnet": {"stride": [4, 1]}}}, "config key train.st_resnet.stride: [4, 1] is not a range [min, max]"),
+    ({"train": {"appearance": {"micro_batch": 12}}},
+     "config key train.appearance.micro_batch: 12 is not a multiple of bn_batch 8"),
+    ({"targets": ["g"]}, "config key targets: 'g' is not a dataset declared under datasets"),
+])
+def test_bad_config_stops_before_any_job_with_one_line(tmp_path, change, message):
+    write_config(tmp_path, {"f": {"format": "folder", "root": str(tmp_path / "videos")}}, ["f"])
+    config = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    for key, value in change.items():
+        if isinstance(value, dict):
+            for sub, inner in value.items():
+                target = config[key].setdefault(sub, {})
+                target.update(inner) if isinstance(inner, dict) and isinstance(target, dict) else config[key].__setitem__(sub, inner)
+        else:
+            config[key] = value
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    result = snakemake(tmp_path, "--dry-run")
+    assert result.returncode != 0
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if "config key" in line]
+    assert len(lines) == 1 and message in lines[0], result.stdout + result.stderr
+    assert not (tmp_path / "results").exists()
 
 
 def test_missing_split_file_is_a_clear_error(tmp_path):
@@ -140,7 +179,7 @@ def test_hmdb51_motion_stream_starts_from_ucf101s(tmp_path):
     target = "results/hmdb/split1/motion/model.pt"
     assert planned_jobs(tmp_path, target).get("train_motion") == 2
     plan = snakemake(tmp_path, "--dry-run", "--printshellcmds", target).stdout
-    assert "--phase motion --videos results/hmdb/videos.csv" in plan
+    assert "--phase motion --split 1 --frames-manifest results/hmdb/dataset_ready.json" in plan
     assert "--init results/ucf/split2/motion/model.pt" in plan
 
     write_config(tmp_path, {"hmdb": hmdb}, ["hmdb"])
@@ -202,3 +241,77 @@ def test_lint_is_clean():
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Congratulations" in result.stdout + result.stderr
+
+
+def copy_workflow(dest: Path) -> Path:
+    """The workflow's code in a folder of its own, so that a test can edit a stage."""
+    shutil.copy(REPO / "Snakefile", dest / "Snakefile")
+    shutil.copytree(REPO / "workflow", dest / "workflow", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "envs", dest / "envs")
+    return dest / "Snakefile"
+
+
+def test_reruns_follow_exactly_what_changed(tmp_path):
+    """After a complete run, each change reruns exactly the jobs whose results it can change."""
+    generate(tmp_path / "raw", seed=0, n_groups=3, clips_per_group=1, n_frames=8, width=80, height=64)
+    root = tmp_path / "raw" / "UCF101"
+    data = {"format": "folder", "root": str(root), "run_splits": [1], "index": {"shard_size": 7},
+            "frames": {"short_side": 32}, "flow": {"method": "dis"}, "train": TINY_TRAIN,
+            "evaluate": {"chunks": 5, "workers": 0}}
+    write_config(tmp_path, {"d": data}, ["d"])
+    (tmp_path / "code").mkdir()
+    snakefile = copy_workflow(tmp_path / "code")
+    run = lambda *a: snakemake(tmp_path, "--snakefile", str(snakefile), *a)
+    plan = lambda *a: planned_jobs(tmp_path, "--snakefile", str(snakefile), *a)
+
+    def ran() -> dict[str, int]:
+        result = run()
+        assert result.returncode == 0, result.stderr[-3000:]
+        return job_counts(result.stdout + result.stderr)
+    result = run()
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert plan() == {}
+
+    def plan_with(change: str) -> dict[str, int]:
+        (tmp_path / "c.yaml").write_text(change)
+        return plan("--configfile", "config.yaml", "c.yaml")
+
+    after_flow = {"flow": 3, "flow_manifest": 1, "train_motion": 1, "train_st_resnet": 1,
+                  "train_st_resnet_star": 1, "evaluate": 3, "metrics": 1, "plots": 1, "aggregate": 1, "all": 1}
+    assert plan_with("flow: {dis: {preset: fast}}\n") == after_flow  # never frames, nor appearance
+    star = {"train_st_resnet_star": 1, "evaluate": 1, "metrics": 1, "plots": 1, "aggregate": 1, "all": 1}
+    tiny_star = yaml.safe_dump({"datasets": {"d": {**data, "train": {
+        **TINY_TRAIN, "st_resnet_star": {**TINY_TRAIN["st_resnet_star"], "lr": [[0.0002, 1]]}}}}})
+    assert plan_with(tiny_star) == star
+    speed = {**TINY_TRAIN, "workers": 1, "checkpoint_every": 7,
+             "motion": {**TINY_TRAIN["motion"], "micro_batch": 4}}
+    assert plan_with(yaml.safe_dump({"datasets": {"d": {**data, "train": speed,
+                                                        "evaluate": {"chunks": 5, "workers": 1}}}})) == {}
+    (tmp_path / "c.yaml").write_text("{}\n")
+
+    # editing one stage's code reruns that stage and what follows, nothing before
+    evaluate_py = snakefile.parent / "workflow" / "stresnet" / "evaluate.py"
+    evaluate_py.write_text(evaluate_py.read_text() + "\n# edited\n")
+    assert plan() == {"evaluate": 3, "metrics": 1, "plots": 1, "aggregate": 1, "all": 1}
+    evaluate_py.write_text(evaluate_py.read_text().removesuffix("\n# edited\n"))
+    assert plan() == {}
+
+    everything_after_frames = {"index": 1, "frames": 1, "videos": 1, "dataset_ready": 1, **after_flow, "flow": 1,
+                               "train_appearance": 1, "evaluate": 3}
+    video = sorted(root.glob("*/*.avi"))[0]
+    original = video.read_bytes()
+    video.touch()
+    # same bytes: Snakemake compares the checksum it recorded of inputs under 1 MB, nothing changed
+    assert plan() == {}
+    # the frame jobs behind the index (a checkpoint) are known once it has run: run, and count
+    video.write_bytes(original[:-1000] + b"\0" * 1000)
+    assert ran() == everything_after_frames  # replaced: the index, its shard only, and after
+    added = video.with_name("v_added.avi")
+    shutil.copy(sorted(root.glob("*/*.avi"))[-1], added)
+    assert ran() == everything_after_frames  # added
+    video.unlink()
+    assert ran() == everything_after_frames  # deleted
+    assert plan() == {}
+
+    next((tmp_path / "results/d/flow/dis").glob("*.h5")).unlink()
+    assert plan() == ran() == {**after_flow, "flow": 1}

@@ -1,4 +1,6 @@
-# Config loading and validation, and the input functions the rules share.
+# Config loading and validation, and the input functions the rules share. Every path comes from
+# stresnet.paths; settings are split into those that shape results (rule params, tracked by
+# Snakemake) and those that only set speed (Untracked: changing them reruns nothing).
 import hashlib
 import json
 import shlex
@@ -12,7 +14,12 @@ from snakemake.utils import validate
 # the package lives in workflow/; rules call its command-line entries with it on the path
 PACKAGE_DIR = Path(workflow.basedir) / "workflow"
 sys.path.insert(0, str(PACKAGE_DIR))
-from stresnet.config import config_error, cross_field_errors
+import stresnet.config
+from stresnet import paths
+from stresnet.config import config_error, cross_field_errors, split_speed
+from stresnet.datasets import dataset_files
+from stresnet.manifest import manifest_state
+from stresnet.provenance import code_digest
 
 SCHEMA = PACKAGE_DIR / "schemas" / "config.schema.yaml"
 problem = config_error(config, SCHEMA)
@@ -24,6 +31,7 @@ if problem:
     raise WorkflowError(problem)
 
 DATASETS = config["datasets"]
+TRAIN_PHASES = paths.PHASES
 shell.prefix(f"set -euo pipefail; export PYTHONPATH={shlex.quote(str(PACKAGE_DIR))}:${{{{PYTHONPATH:-}}}}; ")  # formatted by Snakemake: braces doubled
 
 
@@ -33,12 +41,23 @@ wildcard_constraints:
     split=r"\d+",
 
 
+class Untracked:
+    """A rule param Snakemake does not record (only builtin values are), for settings that never
+    change a result: workers, threads, micro-batch, checkpoint interval."""
+
+    def __init__(self, text):
+        self.text = text
+
+    def __str__(self):
+        return self.text
+
+
 def dataset(name):
     """A dataset's config entry, with the demo's generated root and splits filled in."""
     entry = dict(DATASETS[name])
     if entry["format"] == "demo":
-        entry.setdefault("root", f"results/{name}/raw/UCF101")
-        entry.setdefault("splits", f"results/{name}/raw/ucfTrainTestlist")
+        entry.setdefault("root", f"{paths.raw_dir(name)}/UCF101")
+        entry.setdefault("splits", f"{paths.raw_dir(name)}/ucfTrainTestlist")
     return entry
 
 
@@ -47,64 +66,88 @@ def setting(name, stage):
     return {**config[stage], **DATASETS[name].get(stage, {})}
 
 
+def flow_method(name):
+    return setting(name, "flow")["method"]
+
+
 def dataset_source(wildcards):
-    """What must exist before a dataset can be indexed: generated or downloaded videos."""
+    """What the index reads: generated or downloaded videos, or the videos and split files."""
     entry = dataset(wildcards.dataset)
     if entry["format"] == "demo":
-        return {"source": f"results/{wildcards.dataset}/raw"}
+        return {"source": paths.raw_dir(wildcards.dataset)}
     if entry.get("url"):
-        return {"source": f"results/{wildcards.dataset}/download"}
-    return {}
+        return {"source": paths.download_dir(wildcards.dataset)}
+    videos, split_files = dataset_files(entry["format"], entry["root"], entry.get("splits"))
+    return {"videos": videos, "split_files": split_files}
+
+
+def index_table(name):
+    """The dataset's index, known once its index job (a checkpoint) is done."""
+    index = checkpoints.index.get(dataset=name).output.index
+    return pd.read_csv(index, usecols=["path", "shard"], dtype=str, keep_default_na=False)
 
 
 def shards(name):
-    """The frame shards of a dataset, known once its index (a checkpoint) is written."""
-    index = checkpoints.index.get(dataset=name).output.index
-    return sorted(pd.read_csv(index, usecols=["shard"], dtype=str)["shard"].unique())
+    return sorted(index_table(name)["shard"].unique())
+
+
+def shard_members(wildcards):
+    """The videos of one shard, by their paths under the root: the frame job's identity."""
+    table = index_table(wildcards.dataset)
+    return list(table.loc[table["shard"] == wildcards.shard, "path"])
+
+
+def shard_videos(wildcards):
+    """The video files of one shard: touching one reruns its shard only."""
+    if dataset(wildcards.dataset)["format"] == "demo" or dataset(wildcards.dataset).get("url"):
+        return []  # inside a folder that a rule makes
+    root = Path(dataset(wildcards.dataset)["root"])
+    return [str(root / path) for path in shard_members(wildcards)]
+
+
+def frame_shards(wildcards):
+    return [paths.frame_shard(wildcards.dataset, s) for s in shards(wildcards.dataset)]
 
 
 def frame_reports(wildcards):
-    return expand(
-        "results/{dataset}/frames/{shard}.csv",
-        dataset=wildcards.dataset,
-        shard=shards(wildcards.dataset),
-    )
+    return [paths.frame_report(wildcards.dataset, s) for s in shards(wildcards.dataset)]
 
 
 def flow_shards(wildcards):
-    return expand(
-        "results/{dataset}/flow/{method}/{shard}.h5",
-        dataset=wildcards.dataset,
-        method=wildcards.method,
-        shard=shards(wildcards.dataset),
-    )
+    return [paths.flow_shard(wildcards.dataset, wildcards.method, s) for s in shards(wildcards.dataset)]
 
 
 def train_setting(name, key):
-    """A training setting shared by the phases (pretrained, gpus, ...), per dataset."""
-    return {**config["train"], **DATASETS[name].get("train", {})}[key]
+    return stresnet.config.train_setting(config, name, key)
 
 
 def phase_settings(name, phase):
-    """One phase's settings (Table 2 by default) with the shared ones, per dataset."""
-    shared = {k: train_setting(name, k) for k in ("seed", "momentum", "weight_decay", "workers", "checkpoint_every")}
-    return {**shared, **config["train"][phase], **DATASETS[name].get("train", {}).get(phase, {})}
+    return stresnet.config.phase_settings(config, name, phase)
+
+
+def shaping(name, phase):
+    """The phase's settings that shape its result, as the JSON argument of the train stage."""
+    return shlex.quote(json.dumps(split_speed(phase_settings(name, phase))[0], sort_keys=True))
+
+
+def speed(name, phase):
+    """The phase's speed settings: passed, never recorded."""
+    return Untracked(shlex.quote(json.dumps(split_speed(phase_settings(name, phase))[1], sort_keys=True)))
 
 
 def launcher(name):
     """python, or torchrun with one process per GPU when a job asks for several (DDP)."""
     gpus = train_setting(name, "gpus")
-    return f"torchrun --standalone --nproc_per_node {gpus}" if gpus > 1 else "python"
+    return Untracked(f"torchrun --standalone --nproc_per_node {gpus}" if gpus > 1 else "python")
 
 
-def train_data(wildcards):
-    """What every training and evaluation job reads: the checked video table and the flow."""
-    method = setting(wildcards.dataset, "flow")["method"]
-    return {
-        "videos": f"results/{wildcards.dataset}/videos.csv",
-        "ready": f"results/{wildcards.dataset}/dataset_ready.json",
-        "flow": f"results/{wildcards.dataset}/flow/{method}/done.json",
-    }
+def frames_input(wildcards):
+    return {"frames": paths.frames_manifest(wildcards.dataset)}
+
+
+def flow_input(wildcards):
+    """The frames and the flow manifests: what phases that read flow, and evaluation, take."""
+    return {**frames_input(wildcards), "flow": paths.flow_manifest(wildcards.dataset, flow_method(wildcards.dataset))}
 
 
 def stream_init(phase):
@@ -116,7 +159,7 @@ def stream_init(phase):
             return {}
         if isinstance(source, str):
             return {"init": source}
-        return {"init": f"results/{source['dataset']}/split{source['split']}/{phase}/model.pt"}
+        return {"init": paths.model(source["dataset"], source["split"], phase)}
 
     return init
 
@@ -127,31 +170,33 @@ def init_flag(wildcards, input):
     return "--init " + " ".join(map(shlex.quote, models)) if models else ""
 
 
+def flow_flag(wildcards, input):
+    return f"--flow-manifest {input.flow}" if "flow" in input.keys() else ""
+
+
 def evaluated_models(wildcards):
-    split = f"results/{wildcards.dataset}/split{wildcards.split}"
     if wildcards.kind == "two_stream":
-        return [f"{split}/appearance/model.pt", f"{split}/motion/model.pt"]
-    return [f"{split}/{wildcards.kind}/model.pt"]
+        return [paths.model(wildcards.dataset, wildcards.split, p) for p in ("appearance", "motion")]
+    return [paths.model(wildcards.dataset, wildcards.split, wildcards.kind)]
 
 
 def run_splits(name):
-    return DATASETS[name].get("run_splits", [1, 2, 3])
+    return DATASETS[name].get("run_splits") or list(range(1, stresnet.config.available_splits(DATASETS[name]) + 1))
 
 
 def config_digest(name):
     """A digest of every setting that shapes a dataset's results."""
+    sections = ("index", "frames", "flow", "train", "evaluate")  # each taken below, speed settings left out
     relevant = {
-        "dataset": DATASETS[name],
-        **{stage: setting(name, stage) for stage in ("index", "frames", "flow", "evaluate")},
-        **{phase: phase_settings(name, phase) for phase in TRAIN_PHASES},
+        "dataset": {k: v for k, v in DATASETS[name].items() if k not in sections},
+        **{stage: setting(name, stage) for stage in ("index", "frames", "flow")},
+        "evaluate": {"chunks": setting(name, "evaluate")["chunks"]},
+        **{phase: split_speed(phase_settings(name, phase))[0] for phase in TRAIN_PHASES},
         "pretrained": train_setting(name, "pretrained"),
     }
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
-TRAIN_PHASES = ("motion", "appearance", "st_resnet", "st_resnet_star")
-
-
 def final_outputs():
     """The mean metrics over the splits run of every dataset named in `targets`."""
-    return [f"results/{name}/metrics.json" for name in config["targets"]]
+    return [paths.metrics(name) for name in config["targets"]]

@@ -1,15 +1,17 @@
-# Getting the videos (demo generation, official archives) and indexing them.
+# Getting the videos (demo generation, official archives), indexing them, and the gate whose
+# output is the frames manifest that every later stage takes.
 
 
 rule demo_videos:
     output:
-        directory("results/{dataset}/raw"),
+        directory(paths.raw_dir("{dataset}")),
     params:
         demo=lambda wc: DATASETS[wc.dataset].get("demo", {}),
+        code=code_digest("demo"),
     log:
-        "results/{dataset}/logs/demo_videos.log",
+        paths.log("{dataset}", "demo_videos"),
     benchmark:
-        "results/{dataset}/benchmarks/demo_videos.tsv"
+        paths.benchmark("{dataset}", "demo_videos")
     conda:
         "../../envs/preprocess.yaml"
     shell:
@@ -20,16 +22,17 @@ rule demo_videos:
 
 rule fetch:
     output:
-        directory("results/{dataset}/download"),
+        directory(paths.download_dir("{dataset}")),
     params:
         urls=lambda wc: " ".join(f"--url {shlex.quote(u)}" for u in dataset(wc.dataset)["url"]),
         checksums=lambda wc: " ".join(
             f"--sha256 {s}" for s in dataset(wc.dataset).get("sha256", [])
         ),
+        code=code_digest("fetch"),
     log:
-        "results/{dataset}/logs/fetch.log",
+        paths.log("{dataset}", "fetch"),
     benchmark:
-        "results/{dataset}/benchmarks/fetch.tsv"
+        paths.benchmark("{dataset}", "fetch")
     conda:
         "../../envs/preprocess.yaml"
     shell:
@@ -40,7 +43,7 @@ checkpoint index:
     input:
         unpack(dataset_source),
     output:
-        index="results/{dataset}/index.csv",
+        index=paths.index_csv("{dataset}"),
     params:
         format=lambda wc: dataset(wc.dataset)["format"],
         root=lambda wc: shlex.quote(dataset(wc.dataset)["root"]),
@@ -52,10 +55,11 @@ checkpoint index:
         shard_size=lambda wc: setting(wc.dataset, "index")["shard_size"],
         seed=lambda wc: setting(wc.dataset, "index")["seed"],
         test_fraction=lambda wc: setting(wc.dataset, "index")["test_fraction"],
+        code=code_digest("index"),
     log:
-        "results/{dataset}/logs/index.log",
+        paths.log("{dataset}", "index"),
     benchmark:
-        "results/{dataset}/benchmarks/index.tsv"
+        paths.benchmark("{dataset}", "index")
     conda:
         "../../envs/preprocess.yaml"
     shell:
@@ -66,13 +70,15 @@ checkpoint index:
 
 rule videos:
     input:
-        index="results/{dataset}/index.csv",
+        index=paths.index_csv("{dataset}"),
         reports=frame_reports,
     output:
-        videos="results/{dataset}/videos.csv",
-        bad="results/{dataset}/bad_videos.csv",
+        videos=paths.videos_csv("{dataset}"),
+        bad=paths.bad_videos_csv("{dataset}"),
+    params:
+        code=code_digest("index"),
     log:
-        "results/{dataset}/logs/videos.log",
+        paths.log("{dataset}", "videos"),
     conda:
         "../../envs/preprocess.yaml"
     shell:
@@ -82,15 +88,18 @@ rule videos:
 
 rule dataset_ready:
     input:
-        videos="results/{dataset}/videos.csv",
+        videos=paths.videos_csv("{dataset}"),
+        shards=frame_shards,
     output:
-        "results/{dataset}/dataset_ready.json",
+        paths.frames_manifest("{dataset}"),
     params:
         skip_bad=lambda wc: "--skip-bad" if DATASETS[wc.dataset].get("skip_bad_videos") else "",
+        listed=lambda wc: manifest_state(paths.frames_manifest(wc.dataset)),
+        code=code_digest("index"),
     log:
-        "results/{dataset}/logs/dataset_ready.log",
+        paths.log("{dataset}", "dataset_ready"),
     conda:
         "../../envs/preprocess.yaml"
     shell:
-        "python -m stresnet index check --videos {input.videos} {params.skip_bad} --out {output}"
-        " > {log} 2>&1"
+        "python -m stresnet index check --videos {input.videos} --shards {input.shards} {params.skip_bad}"
+        " --out {output} > {log} 2>&1"

@@ -3,78 +3,74 @@
 
 rule evaluate:
     input:
-        unpack(train_data),
+        unpack(flow_input),
         models=evaluated_models,
     output:
-        "results/{dataset}/split{split}/scores/{kind}.npz",
+        paths.scores("{dataset}", "{split}", "{kind}"),
     wildcard_constraints:
         kind="two_stream|st_resnet|st_resnet_star",
     params:
-        flow_method=lambda wc: setting(wc.dataset, "flow")["method"],
         chunks=lambda wc: setting(wc.dataset, "evaluate")["chunks"],
-        workers=lambda wc: setting(wc.dataset, "evaluate")["workers"],
+        workers=lambda wc: Untracked(str(setting(wc.dataset, "evaluate")["workers"])),
+        code=code_digest("evaluate"),
     threads: config["train"]["threads"]
     resources:
         gpu=lambda wc: min(1, train_setting(wc.dataset, "gpus")),
         mem_mb=16000,
     log:
-        "results/{dataset}/logs/split{split}/evaluate_{kind}.log",
+        paths.log("{dataset}", "split{split}/evaluate_{kind}"),
     benchmark:
-        "results/{dataset}/benchmarks/split{split}/evaluate_{kind}.tsv"
+        paths.benchmark("{dataset}", "split{split}/evaluate_{kind}")
     conda:
         "../../envs/train.yaml"
     shell:
         "python -m stresnet evaluate --kind {wildcards.kind} --models {input.models}"
-        " --videos {input.videos} --results results/{wildcards.dataset} --split {wildcards.split}"
-        " --flow-method {params.flow_method} --chunks {params.chunks} --workers {params.workers}"
-        " --threads {threads} --out {output} > {log} 2>&1"
+        " --frames-manifest {input.frames} --flow-manifest {input.flow} --split {wildcards.split}"
+        " --chunks {params.chunks} --workers {params.workers} --threads {threads} --out {output} > {log} 2>&1"
 
 
 rule metrics:
     input:
-        videos="results/{dataset}/videos.csv",
-        scores=expand(
-            "results/{{dataset}}/split{{split}}/scores/{kind}.npz",
-            kind=["two_stream", "st_resnet", "st_resnet_star"],
-        ),
+        videos=paths.videos_csv("{dataset}"),
+        scores=[paths.scores("{dataset}", "{split}", kind) for kind in paths.EVALUATED],
     output:
         report(
-            "results/{dataset}/split{split}/metrics.json",
+            paths.split_metrics("{dataset}", "{split}"),
             category="Metrics",
             subcategory="{dataset} split {split}",
         ),
     params:
         digest=lambda wc: config_digest(wc.dataset),
+        code=code_digest("metrics"),
     log:
-        "results/{dataset}/logs/split{split}/metrics.log",
+        paths.log("{dataset}", "split{split}/metrics"),
     conda:
         "../../envs/train.yaml"
     shell:
-        "python -m stresnet metrics split --scores $(dirname {input.scores[0]})"
+        "python -m stresnet metrics split --scores {input.scores}"
         " --classes {input.videos} --config-digest {params.digest} --out {output} > {log} 2>&1"
 
 
 rule plots:
     input:
-        videos="results/{dataset}/videos.csv",
-        curves=expand(
-            "results/{{dataset}}/split{{split}}/{phase}/curves.csv",
-            phase=["motion", "appearance", "st_resnet", "st_resnet_star"],
-        ),
-        scores="results/{dataset}/split{split}/scores/st_resnet_star.npz",
+        videos=paths.videos_csv("{dataset}"),
+        curves=[paths.curves("{dataset}", "{split}", phase) for phase in paths.PHASES],
+        scores=paths.scores("{dataset}", "{split}", "st_resnet_star"),
     output:
         curves=report(
-            "results/{dataset}/split{split}/plots/training_curves.png",
+            paths.plot("{dataset}", "{split}", "training_curves"),
             category="Plots",
             subcategory="{dataset} split {split}",
         ),
         confusion=report(
-            "results/{dataset}/split{split}/plots/confusion_st_resnet_star.png",
+            paths.plot("{dataset}", "{split}", "confusion_st_resnet_star"),
             category="Plots",
             subcategory="{dataset} split {split}",
         ),
+    params:
+        code=code_digest("report"),
     log:
-        "results/{dataset}/logs/split{split}/plots.log",
+        paths.log("{dataset}", "split{split}/plots"),
     conda:
         "../../envs/train.yaml"
     shell:
@@ -85,20 +81,14 @@ rule plots:
 
 rule aggregate:
     input:
-        metrics=lambda wc: expand(
-            "results/{dataset}/split{split}/metrics.json",
-            dataset=wc.dataset,
-            split=run_splits(wc.dataset),
-        ),
-        plots=lambda wc: expand(
-            "results/{dataset}/split{split}/plots/training_curves.png",
-            dataset=wc.dataset,
-            split=run_splits(wc.dataset),
-        ),
+        metrics=lambda wc: [paths.split_metrics(wc.dataset, k) for k in run_splits(wc.dataset)],
+        plots=lambda wc: [paths.plot(wc.dataset, k, "training_curves") for k in run_splits(wc.dataset)],
     output:
-        report("results/{dataset}/metrics.json", category="Metrics"),
+        report(paths.metrics("{dataset}"), category="Metrics"),
+    params:
+        code=code_digest("metrics"),
     log:
-        "results/{dataset}/logs/aggregate.log",
+        paths.log("{dataset}", "aggregate"),
     conda:
         "../../envs/train.yaml"
     shell:

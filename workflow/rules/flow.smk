@@ -1,26 +1,27 @@
-# Optical flow: one job per frame shard, then a summary of the dataset's flow shards.
+# Optical flow: one job per frame shard, then the flow manifest of the dataset's flow shards.
 # The method is part of the path and its parameters are rule params, so changing either reruns
 # flow (and what reads it), never the frames.
 
 
 rule flow:
     input:
-        frames="results/{dataset}/frames/{shard}.h5",
+        frames=paths.frame_shard("{dataset}", "{shard}"),
     output:
-        shard="results/{dataset}/flow/{method}/{shard}.h5",
+        shard=paths.flow_shard("{dataset}", "{method}", "{shard}"),
     wildcard_constraints:
         method="tvl1|dis|farneback",
     params:
         method_params=lambda wc: shlex.quote(json.dumps(setting(wc.dataset, "flow")[wc.method], sort_keys=True)),
         bound=lambda wc: setting(wc.dataset, "flow")["bound"],
         quality=lambda wc: setting(wc.dataset, "flow")["jpeg_quality"],
+        code=code_digest("flow"),
     threads: config["flow"]["threads"]
     resources:
         mem_mb=2000,
     log:
-        "results/{dataset}/logs/flow/{method}/{shard}.log",
+        paths.log("{dataset}", "flow/{method}/{shard}"),
     benchmark:
-        "results/{dataset}/benchmarks/flow/{method}/{shard}.tsv"
+        paths.benchmark("{dataset}", "flow/{method}/{shard}")
     conda:
         "../../envs/preprocess.yaml"
     shell:
@@ -29,16 +30,21 @@ rule flow:
         " --jpeg-quality {params.quality} --threads {threads} > {log} 2>&1"
 
 
-rule flow_done:
+rule flow_manifest:
     input:
-        flow_shards,
+        frames=paths.frames_manifest("{dataset}"),
+        shards=flow_shards,
     output:
-        "results/{dataset}/flow/{method}/done.json",
+        paths.flow_manifest("{dataset}", "{method}"),
     wildcard_constraints:
         method="tvl1|dis|farneback",
+    params:
+        listed=lambda wc: manifest_state(paths.flow_manifest(wc.dataset, wc.method)),
+        code=code_digest("flow"),
     log:
-        "results/{dataset}/logs/flow/{method}/done.log",
+        paths.log("{dataset}", "flow/{method}/manifest"),
     conda:
         "../../envs/preprocess.yaml"
     shell:
-        "python -m stresnet flow summary --shards {input} --out {output} > {log} 2>&1"
+        "python -m stresnet flow manifest --shards {input.shards} --frames-manifest {input.frames}"
+        " --out {output} > {log} 2>&1"

@@ -1,23 +1,27 @@
-# Frame extraction: one job per shard of videos.
+# Frame extraction: one job per shard of videos. A job's identity is its own videos (files and
+# list), not the whole index: a changed, added or removed video reruns its shard only.
 
 
 rule frames:
     input:
-        index="results/{dataset}/index.csv",
+        index=ancient(paths.index_csv("{dataset}")),
+        videos=shard_videos,
     output:
-        shard="results/{dataset}/frames/{shard}.h5",
-        report="results/{dataset}/frames/{shard}.csv",
+        shard=paths.frame_shard("{dataset}", "{shard}"),
+        report=paths.frame_report("{dataset}", "{shard}"),
     params:
+        members=shard_members,
         root=lambda wc: shlex.quote(dataset(wc.dataset)["root"]),
         short_side=lambda wc: setting(wc.dataset, "frames")["short_side"],
         quality=lambda wc: setting(wc.dataset, "frames")["jpeg_quality"],
+        code=code_digest("frames"),
     threads: 1
     resources:
         mem_mb=2000,
     log:
-        "results/{dataset}/logs/frames/{shard}.log",
+        paths.log("{dataset}", "frames/{shard}"),
     benchmark:
-        "results/{dataset}/benchmarks/frames/{shard}.tsv"
+        paths.benchmark("{dataset}", "frames/{shard}")
     conda:
         "../../envs/preprocess.yaml"
     shell:

@@ -1,99 +1,104 @@
 # Training: the four phases of Table 2, each starting from the previous phases' models.
-# A killed job leaves checkpoint.pt beside its outputs; the rerun resumes from it.
+# A killed job leaves checkpoint.pt beside its outputs; the rerun resumes from it when nothing
+# that shapes the result changed. Params hold only result-shaping settings; speed settings
+# (workers, micro-batch, checkpoint interval, GPUs) are Untracked.
 
 
 rule train_motion:
     input:
-        unpack(train_data),
+        unpack(flow_input),
         unpack(stream_init("motion")),
     output:
-        model="results/{dataset}/split{split}/motion/model.pt",
-        curves="results/{dataset}/split{split}/motion/curves.csv",
+        model=paths.model("{dataset}", "{split}", "motion"),
+        curves=paths.curves("{dataset}", "{split}", "motion"),
     params:
         phase="motion",
-        settings=lambda wc: shlex.quote(json.dumps(phase_settings(wc.dataset, "motion"))),
+        settings=lambda wc: shaping(wc.dataset, "motion"),
+        speed=lambda wc: speed(wc.dataset, "motion"),
         launcher=lambda wc: launcher(wc.dataset),
         pretrained=lambda wc: shlex.quote(train_setting(wc.dataset, "pretrained")),
-        flow_method=lambda wc: setting(wc.dataset, "flow")["method"],
-        short_side=lambda wc: setting(wc.dataset, "frames")["short_side"],
         init=init_flag,
+        flow=flow_flag,
+        code=code_digest("train"),
     threads: config["train"]["threads"]
     resources:
         gpu=lambda wc: train_setting(wc.dataset, "gpus"),
         mem_mb=16000,
     log:
-        "results/{dataset}/logs/split{split}/train_motion.log",
+        paths.log("{dataset}", "split{split}/train_motion"),
     benchmark:
-        "results/{dataset}/benchmarks/split{split}/train_motion.tsv"
+        paths.benchmark("{dataset}", "split{split}/train_motion")
     conda:
         "../../envs/train.yaml"
     shell:
-        "{params.launcher} -m stresnet train --phase {params.phase} --videos {input.videos}"
-        " --results results/{wildcards.dataset} --split {wildcards.split}"
-        " --flow-method {params.flow_method} --short-side {params.short_side}"
-        " --config {params.settings} --pretrained {params.pretrained} {params.init}"
-        " --threads {threads} --out-dir $(dirname {output.model}) > {log} 2>&1"
+        "{params.launcher} -m stresnet train --phase {params.phase} --split {wildcards.split}"
+        " --frames-manifest {input.frames} {params.flow} --config {params.settings} --speed {params.speed}"
+        " --pretrained {params.pretrained} {params.init} --threads {threads}"
+        " --out-dir $(dirname {output.model}) > {log} 2>&1"
 
 
 use rule train_motion as train_appearance with:
     input:
-        unpack(train_data),
+        unpack(frames_input),
         unpack(stream_init("appearance")),
     output:
-        model="results/{dataset}/split{split}/appearance/model.pt",
-        curves="results/{dataset}/split{split}/appearance/curves.csv",
+        model=paths.model("{dataset}", "{split}", "appearance"),
+        curves=paths.curves("{dataset}", "{split}", "appearance"),
     params:
         phase="appearance",
-        settings=lambda wc: shlex.quote(json.dumps(phase_settings(wc.dataset, "appearance"))),
+        settings=lambda wc: shaping(wc.dataset, "appearance"),
+        speed=lambda wc: speed(wc.dataset, "appearance"),
         launcher=lambda wc: launcher(wc.dataset),
         pretrained=lambda wc: shlex.quote(train_setting(wc.dataset, "pretrained")),
-        flow_method=lambda wc: setting(wc.dataset, "flow")["method"],
-        short_side=lambda wc: setting(wc.dataset, "frames")["short_side"],
         init=init_flag,
+        flow=flow_flag,
+        code=code_digest("train"),
     log:
-        "results/{dataset}/logs/split{split}/train_appearance.log",
+        paths.log("{dataset}", "split{split}/train_appearance"),
     benchmark:
-        "results/{dataset}/benchmarks/split{split}/train_appearance.tsv"
+        paths.benchmark("{dataset}", "split{split}/train_appearance")
 
 
 use rule train_motion as train_st_resnet with:
     input:
-        unpack(train_data),
-        appearance="results/{dataset}/split{split}/appearance/model.pt",
-        motion="results/{dataset}/split{split}/motion/model.pt",
+        unpack(flow_input),
+        appearance=paths.model("{dataset}", "{split}", "appearance"),
+        motion=paths.model("{dataset}", "{split}", "motion"),
     output:
-        model="results/{dataset}/split{split}/st_resnet/model.pt",
-        curves="results/{dataset}/split{split}/st_resnet/curves.csv",
+        model=paths.model("{dataset}", "{split}", "st_resnet"),
+        curves=paths.curves("{dataset}", "{split}", "st_resnet"),
     params:
         phase="st_resnet",
-        settings=lambda wc: shlex.quote(json.dumps(phase_settings(wc.dataset, "st_resnet"))),
+        settings=lambda wc: shaping(wc.dataset, "st_resnet"),
+        speed=lambda wc: speed(wc.dataset, "st_resnet"),
         launcher=lambda wc: launcher(wc.dataset),
         pretrained="none",
-        flow_method=lambda wc: setting(wc.dataset, "flow")["method"],
-        short_side=lambda wc: setting(wc.dataset, "frames")["short_side"],
         init=init_flag,
+        flow=flow_flag,
+        code=code_digest("train"),
     log:
-        "results/{dataset}/logs/split{split}/train_st_resnet.log",
+        paths.log("{dataset}", "split{split}/train_st_resnet"),
     benchmark:
-        "results/{dataset}/benchmarks/split{split}/train_st_resnet.tsv"
+        paths.benchmark("{dataset}", "split{split}/train_st_resnet")
 
 
 use rule train_motion as train_st_resnet_star with:
     input:
-        unpack(train_data),
-        st_resnet="results/{dataset}/split{split}/st_resnet/model.pt",
+        unpack(flow_input),
+        st_resnet=paths.model("{dataset}", "{split}", "st_resnet"),
     output:
-        model="results/{dataset}/split{split}/st_resnet_star/model.pt",
-        curves="results/{dataset}/split{split}/st_resnet_star/curves.csv",
+        model=paths.model("{dataset}", "{split}", "st_resnet_star"),
+        curves=paths.curves("{dataset}", "{split}", "st_resnet_star"),
     params:
         phase="st_resnet_star",
-        settings=lambda wc: shlex.quote(json.dumps(phase_settings(wc.dataset, "st_resnet_star"))),
+        settings=lambda wc: shaping(wc.dataset, "st_resnet_star"),
+        speed=lambda wc: speed(wc.dataset, "st_resnet_star"),
         launcher=lambda wc: launcher(wc.dataset),
         pretrained="none",
-        flow_method=lambda wc: setting(wc.dataset, "flow")["method"],
-        short_side=lambda wc: setting(wc.dataset, "frames")["short_side"],
         init=init_flag,
+        flow=flow_flag,
+        code=code_digest("train"),
     log:
-        "results/{dataset}/logs/split{split}/train_st_resnet_star.log",
+        paths.log("{dataset}", "split{split}/train_st_resnet_star"),
     benchmark:
-        "results/{dataset}/benchmarks/split{split}/train_st_resnet_star.tsv"
+        paths.benchmark("{dataset}", "split{split}/train_st_resnet_star")

@@ -6,10 +6,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import difflib
+import re
+
 import jsonschema
 import yaml
 
 STREAM_PHASES = ("motion", "appearance")
+# settings that set how fast a result is reached, never what it is: not part of any identity
+SPEED_KEYS = ("workers", "threads", "micro_batch", "gpus", "checkpoint_every")
+
+
+def split_speed(settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the settings that shape results, the speed settings) of a phase's settings."""
+    return ({k: v for k, v in settings.items() if k not in SPEED_KEYS},
+            {k: v for k, v in settings.items() if k in SPEED_KEYS})
 
 
 def config_error(config: dict[str, Any], schema_file: str | Path) -> str | None:
@@ -19,14 +30,73 @@ def config_error(config: dict[str, Any], schema_file: str | Path) -> str | None:
     error = jsonschema.exceptions.best_match(validator.iter_errors(config))
     if error is None:
         return None
-    key = ".".join(str(p) for p in error.absolute_path) or "(top level)"
-    return f"config key {key}: {error.message}"
+    key = ".".join(str(p) for p in error.absolute_path)
+    unexpected = re.findall(r"'([^']+)'", error.message.split("(")[-1]) if error.validator in (
+        "additionalProperties", "unevaluatedProperties") else []
+    if unexpected:
+        name = unexpected[0]
+        close = difflib.get_close_matches(name, sorted(_property_names(schema)), n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else "; see workflow/schemas/config.schema.yaml"
+        return f"config key {'.'.join(filter(None, [key, name]))}: unknown key{hint}"
+    return f"config key {key or '(top level)'}: {error.message}"
+
+
+def _property_names(schema: Any) -> set[str]:
+    """Every key the schema names anywhere: the vocabulary of suggestions."""
+    if isinstance(schema, dict):
+        names = set(schema.get("properties", {})) if isinstance(schema.get("properties"), dict) else set()
+        return names.union(*(_property_names(v) for v in schema.values()))
+    if isinstance(schema, list):
+        return set().union(*(_property_names(v) for v in schema))
+    return set()
+
+
+def train_setting(config: dict[str, Any], name: str, key: str) -> Any:
+    """A training setting shared by the phases (pretrained, gpus, ...), for dataset `name`."""
+    return {**config["train"], **config["datasets"][name].get("train", {})}[key]
+
+
+def phase_settings(config: dict[str, Any], name: str, phase: str) -> dict[str, Any]:
+    """One phase's settings for dataset `name`: Table 2's (config.yaml train.<phase>), the shared
+    training settings, and the dataset's own overrides."""
+    shared = {k: train_setting(config, name, k) for k in ("seed", "momentum", "weight_decay", "workers", "checkpoint_every")}
+    return {**shared, **config["train"][phase], **config["datasets"][name].get("train", {}).get(phase, {})}
+
+
+def available_splits(entry: dict[str, Any]) -> int:
+    """How many splits a dataset has: 3 official ones, or a folder dataset's split<k>.csv files."""
+    if entry["format"] != "folder":
+        return 3
+    splits = entry.get("splits")
+    if not splits or not Path(splits).is_dir():
+        return 1
+    return max([int(m[1]) for p in Path(splits).iterdir() if (m := re.match(r"^split(\d+)\.csv$", p.name))], default=1)
 
 
 def cross_field_errors(config: dict[str, Any]) -> list[str]:
     """Problems between settings of a schema-valid config, one line each."""
     datasets, problems = config["datasets"], []
+    for name in config["targets"]:
+        if name not in datasets:
+            problems.append(f"config key targets: {name!r} is not a dataset declared under datasets "
+                            f"(declared: {', '.join(datasets)})")
     for name, entry in datasets.items():
+        n_splits = available_splits(entry)
+        for k in entry.get("run_splits", []):
+            if k > n_splits:
+                problems.append(f"config key datasets.{name}.run_splits: split {k} does not exist; "
+                                f"the dataset has {n_splits} split(s)")
+        for phase in ("motion", "appearance", "st_resnet", "st_resnet_star"):
+            settings = phase_settings(config, name, phase)
+            where = f"config key datasets.{name}.train.{phase}" if phase in entry.get("train", {}) else f"config key train.{phase}"
+            low, high = settings["stride"]
+            if low > high:
+                problems.append(f"{where}.stride: [{low}, {high}] is not a range [min, max]")
+            if settings["micro_batch"] % settings["bn_batch"]:
+                problems.append(f"{where}.micro_batch: {settings['micro_batch']} is not a multiple of bn_batch "
+                                f"{settings['bn_batch']} (a micro-batch holds whole batch-norm groups)")
+            if settings["bn_batch"] > settings["batch"]:
+                problems.append(f"{where}.bn_batch: {settings['bn_batch']} exceeds the SGD batch {settings['batch']}")
         for phase in STREAM_PHASES:
             source = entry.get("train", {}).get(phase, {}).get("init_from")
             key = f"config key datasets.{name}.train.{phase}.init_from"
@@ -36,4 +106,4 @@ def cross_field_errors(config: dict[str, Any]) -> list[str]:
                                     f"datasets (declared: {', '.join(datasets)}); declare it or remove {key}")
                 elif source["dataset"] == name:
                     problems.append(f"{key}.dataset: a dataset cannot start from its own {phase} stream")
-    return problems
+    return list(dict.fromkeys(problems))  # a global setting is checked once per dataset

@@ -19,6 +19,8 @@ import torch
 from torch.utils.data import Dataset
 
 from .flow_reader import STACK_LENGTH, FlowReader, hflip_stack, valid_centres
+from .index import read_table
+from .manifest import Manifest, ManifestError
 from .runtime import channels_last
 from .store import ShardReader
 
@@ -30,10 +32,11 @@ MOTION_CROP_SIDES = (256, 224, 192, 168)  # Sec. 3.4, for frames of short side 2
 
 
 class VideoStore:
-    """Frames and flow fields of a dataset's videos, read through one reader per shard."""
+    """Frames and flow fields of a dataset's videos, read from the shards that the frames and
+    flow manifests list, each shard checked against its manifest's settings."""
 
-    def __init__(self, results: str | Path, videos: pd.DataFrame, flow_method: str):
-        self.results, self.flow_method = Path(results), flow_method
+    def __init__(self, videos: pd.DataFrame, frames: Manifest, flow: Manifest | None = None):
+        self.frames_manifest, self.flow_manifest = frames, flow
         self.videos = videos.reset_index(drop=True)
         self._frames: dict[str, ShardReader] = {}
         self._flow: dict[str, FlowReader] = {}
@@ -41,16 +44,15 @@ class VideoStore:
     def __len__(self) -> int:
         return len(self.videos)
 
-    def _readers(self, i: int) -> tuple[str, ShardReader, FlowReader]:
+    def _readers(self, i: int) -> tuple[str, ShardReader, FlowReader | None]:
         row = self.videos.iloc[i]
         shard = row["shard"]
         if shard not in self._frames:
-            self._frames[shard] = ShardReader(self.results / "frames" / f"{shard}.h5", expect={"stage": "frames"})
-            self._flow[shard] = FlowReader(self.results / "flow" / self.flow_method / f"{shard}.h5")
-        return row["path"], self._frames[shard], self._flow[shard]
-
-    def flow_reader(self, i: int) -> FlowReader:
-        return self._readers(i)[2]
+            expect = {"stage": "frames", **self.frames_manifest.settings}
+            self._frames[shard] = ShardReader(self.frames_manifest.file(shard), expect=expect)
+            if self.flow_manifest is not None:
+                self._flow[shard] = FlowReader(self.flow_manifest.file(shard), expect=self.flow_manifest.settings)
+        return row["path"], self._frames[shard], self._flow.get(shard)
 
     def n_frames(self, i: int) -> int:
         return int(self.videos.iloc[i]["n_frames"])
@@ -64,7 +66,21 @@ class VideoStore:
 
     def flow_stack(self, i: int, t: int, length: int = STACK_LENGTH) -> np.ndarray:
         key, _, flow = self._readers(i)
+        if flow is None:
+            raise ValueError("this VideoStore was opened without a flow manifest")
         return flow.stack(key, int(t), length)
+
+
+def open_videos(frames_manifest: str | Path, flow_manifest: str | Path | None = None
+                ) -> tuple[pd.DataFrame, Manifest, Manifest | None]:
+    """The video table and the manifests of a prepared dataset; the flow must have been made
+    from this very frames manifest."""
+    frames = Manifest(frames_manifest, "frames")
+    flow = Manifest(flow_manifest, "flow") if flow_manifest else None
+    if flow is not None and flow.doc["inputs"]["frames"]["sha256"] != frames.sha256:
+        raise ManifestError(f"{flow.path} was made from other frames than {frames.path} lists; "
+                            "rerun snakemake to rebuild the flow")
+    return read_table(frames.file("videos")), frames, flow
 
 
 def usable_frames(n_frames: int, stacks: bool = True) -> range:
@@ -239,15 +255,22 @@ class WholeVideoDataset(Dataset):
 class SampleSchedule:
     """Which samples micro-batch m of step `it` holds: a pure function of (seed, it, m).
 
-    The SGD batch is cut into ceil(batch / micro) micro-batches of near-equal size (Table 2's
-    256 samples with sub-batches of 86 give 86 + 85 + 85). Videos are visited in a fresh seeded
-    permutation each epoch; each sample has its own seed (start, crop, flip), and each
-    micro-batch its temporal stride drawn from `strides`.
+    A step's samples, their order and their batch-norm groups depend only on the settings that
+    shape results: the SGD batch is cut into groups of `bn` samples, the last taking the rest
+    (Table 2's 256 with 86: 86 + 86 + 84), and a micro-batch holds `micro` / `bn` whole groups,
+    so `micro` (a multiple of `bn`) sets only the speed. Videos are visited in a fresh seeded
+    permutation each epoch; each sample has its own seed (start, crop, flip); each step draws
+    one temporal stride from `strides` (Table 2: per batch).
     """
 
-    def __init__(self, n_videos: int, batch: int, micro: int, seed: int, strides: tuple[int, int] = (1, 1)):
+    def __init__(self, n_videos: int, batch: int, bn: int, micro: int, seed: int,
+                 strides: tuple[int, int] = (1, 1)):
+        if micro % bn:
+            raise ValueError(f"micro_batch {micro} must be a multiple of bn_batch {bn}: a micro-batch holds "
+                             "whole batch-norm groups")
         self.n, self.batch, self.seed, self.strides = n_videos, batch, seed, strides
-        self.sizes = [len(a) for a in np.array_split(np.arange(batch), -(-batch // micro))]
+        starts = list(range(0, batch, micro))
+        self.sizes = [min(micro, batch - a) for a in starts]
         self.offsets = np.concatenate([[0], np.cumsum(self.sizes)])
         self._perms: dict[int, np.ndarray] = {}
 
@@ -263,7 +286,7 @@ class SampleSchedule:
 
     def micro_batch(self, it: int, m: int) -> list[tuple[int, int, int]]:
         first = it * self.batch + int(self.offsets[m])
-        stride = int(np.random.default_rng([self.seed, it, m, 1]).integers(self.strides[0], self.strides[1] + 1))
+        stride = int(np.random.default_rng([self.seed, it, 1]).integers(self.strides[0], self.strides[1] + 1))
         return [(self._video(s), int(np.random.default_rng([self.seed, s]).integers(2**31)), stride)
                 for s in range(first, first + self.sizes[m])]
 

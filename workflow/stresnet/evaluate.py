@@ -8,6 +8,7 @@ and flips. Each stream's scores are saved, and their equal-weight average (the f
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from pathlib import Path
 
@@ -17,8 +18,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from .data import VideoStore, WholeVideoDataset, network_inputs, quiet_worker
-from .index import read_table
+from .data import VideoStore, WholeVideoDataset, network_inputs, open_videos, quiet_worker
+from .manifest import file_sha256
 from .models import fold_batch_norm, load_checkpoint, two_stream
 from .runtime import autocast, setup_process
 
@@ -79,10 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kind", required=True, choices=KINDS)
     p.add_argument("--models", nargs="+", required=True,
                    help="model.pt files: appearance and motion for two_stream, else the model's own")
-    p.add_argument("--videos", required=True)
-    p.add_argument("--results", required=True, help="results/<dataset>")
+    p.add_argument("--frames-manifest", required=True, help="the dataset's frames manifest (dataset_ready.json)")
+    p.add_argument("--flow-manifest", required=True, help="its flow manifest")
     p.add_argument("--split", type=int, required=True)
-    p.add_argument("--flow-method", default="tvl1")
     p.add_argument("--chunks", type=int, default=25)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--threads", type=int, default=0)
@@ -94,12 +94,14 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     setup_process(args.threads)
-    videos = read_table(args.videos)
+    videos, frames, flow = open_videos(args.frames_manifest, args.flow_manifest)
     test = videos[(videos[f"split{args.split}"] == "test") & (videos["status"] == "ok")]
-    store = VideoStore(args.results, test, args.flow_method)
+    store = VideoStore(test, frames, flow)
     scores = evaluate(load_model(args.kind, args.models), store, args.chunks, args.workers)
+    provenance = {"kind": args.kind, "split": args.split, "chunks": args.chunks, "frames": frames.identity(),
+                  "flow": flow.identity(), "models": [{"path": m, "sha256": file_sha256(m)} for m in args.models]}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    np.savez(args.out, **scores)
+    np.savez(args.out, **scores, provenance=json.dumps(provenance))
     log.info("%s: %d test videos, top-1 %.3f", args.kind, len(test),
              (scores["fused"].argmax(1) == scores["labels"]).mean())
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from . import __version__
 from .flow_reader import quantize
+from .manifest import write_manifest
 from .store import ShardError, ShardReader, ShardWriter, encode_jpeg
 
 log = logging.getLogger(__name__)
@@ -241,9 +242,9 @@ def compute_shard(frames: str | Path, out: str | Path, method: str = "tvl1",
     return counts
 
 
-def summarize(shards: list[str | Path]) -> dict[str, Any]:
-    """What a set of flow shards holds (done.json): settings, videos, fields and bytes per shard.
-    Refuses shards made with different settings."""
+def write_flow_manifest(out: str | Path, shards: list[str | Path], frames: str | Path) -> dict[str, Any]:
+    """The flow stage's manifest: every flow shard with its fingerprint, the flow settings (which
+    every shard must share), the frames manifest it was made from, and counts per shard."""
     settings: dict[str, Any] = {}
     per_shard = {}
     for path in shards:
@@ -253,19 +254,16 @@ def summarize(shards: list[str | Path]) -> dict[str, Any]:
             if settings.setdefault(name, attrs[name]) != attrs[name]:
                 raise ShardError(f"{path}: {name}={attrs[name]!r}, other shards have {settings[name]!r}")
         n_fields = [reader.length(key, "u") for key in reader.keys()]
-        per_shard[Path(path).stem] = {"videos": len(n_fields), "fields": int(sum(n_fields)),
-                                      "bytes": Path(path).stat().st_size}
+        per_shard[Path(path).stem] = {"videos": len(n_fields), "fields": int(sum(n_fields))}
         reader.close()
-    fields = sum(s["fields"] for s in per_shard.values())
-    return {**settings, "videos": sum(s["videos"] for s in per_shard.values()), "fields": fields,
-            "bytes_per_field": round(sum(s["bytes"] for s in per_shard.values()) / max(1, fields)),
-            "shards": per_shard}
+    return write_manifest(out, "flow", settings, {Path(s).stem: s for s in shards}, {"frames": frames},
+                          counts=per_shard)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stresnet flow", description=__doc__,
-                                epilog="`stresnet flow summary --shards ... --out done.json` "
-                                       "lists a set of flow shards.")
+                                epilog="`stresnet flow manifest --shards ... --frames-manifest ... --out "
+                                       "manifest.json` lists a dataset's flow shards.")
     p.add_argument("--frames", required=True, help="frame shard (HDF5) to read")
     p.add_argument("--out", required=True, help="flow shard (HDF5) to write")
     p.add_argument("--method", default="tvl1", choices=list(METHODS))
@@ -277,10 +275,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def build_summary_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="stresnet flow summary", description=summarize.__doc__)
-    p.add_argument("--shards", nargs="*", default=[], help="flow shards")
-    p.add_argument("--out", required=True, help="JSON file to write")
+def build_manifest_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="stresnet flow manifest", description=write_flow_manifest.__doc__)
+    p.add_argument("--shards", nargs="*", default=[], help="every flow shard of the dataset")
+    p.add_argument("--frames-manifest", required=True, help="the frames manifest (dataset_ready.json)")
+    p.add_argument("--out", required=True, help="the flow manifest to write")
     return p
 
 
@@ -288,11 +287,9 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     argv = sys.argv[1:] if argv is None else argv
     try:
-        if argv[:1] == ["summary"]:
-            args = build_summary_parser().parse_args(argv[1:])
-            text = json.dumps(summarize(args.shards), indent=2) + "\n"
-            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.out).write_text(text)
+        if argv[:1] == ["manifest"]:
+            args = build_manifest_parser().parse_args(argv[1:])
+            write_flow_manifest(args.out, args.shards, args.frames_manifest)
             return
         args = build_parser().parse_args(argv)
         counts = compute_shard(args.frames, args.out, args.method, args.params, args.bound,

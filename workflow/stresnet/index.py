@@ -4,7 +4,7 @@ final `videos.csv` / `bad_videos.csv` and the gate that stops the workflow on ba
 from __future__ import annotations
 
 import argparse
-import json
+import hashlib
 import logging
 import sys
 from pathlib import Path
@@ -12,6 +12,8 @@ from pathlib import Path
 import pandas as pd
 
 from .datasets import FORMATS, DatasetError, load_table
+from .manifest import write_manifest
+from .store import ShardError, shard_attrs
 
 log = logging.getLogger(__name__)
 REPORT_COLUMNS = ["path", "n_frames", "fps", "width", "height", "status", "message"]
@@ -30,13 +32,22 @@ def read_table(path: str | Path) -> pd.DataFrame:
     return pd.read_csv(path, dtype={"shard": str, "message": str}, keep_default_na=False)
 
 
+def assign_shards(videos: pd.Series, shard_size: int) -> list[str]:
+    """Each video's shard, from a hash of its path: about shard_size videos per shard, and adding
+    or removing a video changes no other video's shard (unless the shard count changes)."""
+    if shard_size < 1:
+        raise ValueError("shard_size must be at least 1")
+    n = max(1, round(len(videos) / shard_size))
+    return [f"{int(hashlib.sha1(p.encode()).hexdigest()[:12], 16) % n:05d}" for p in videos]
+
+
 def build_index(fmt: str, root: str | Path, splits: str | Path | None, shard_size: int,
                 **options) -> pd.DataFrame:
-    """The dataset's videos, each assigned to a shard of at most shard_size videos."""
+    """The dataset's videos, each assigned to a shard (`assign_shards`)."""
     if shard_size < 1:
         raise ValueError("shard_size must be at least 1")
     table = load_table(fmt, root, splits, **options)
-    table["shard"] = [f"{i // shard_size:05d}" for i in range(len(table))]
+    table["shard"] = assign_shards(table["path"], shard_size)
     return table
 
 
@@ -49,6 +60,20 @@ def merge_reports(index: pd.DataFrame, reports: list[pd.DataFrame]) -> pd.DataFr
         raise ValueError(f"no extraction report for {missing.sum()} videos, e.g. "
                          f"{table.loc[missing, 'path'].iloc[0]}")
     return table
+
+
+def frames_manifest(out: str | Path, videos_csv: str | Path, shards: list[str | Path], summary: dict) -> dict:
+    """The frame stage's manifest (dataset_ready.json): videos.csv and every frame shard with
+    their fingerprints, and the frame settings, which every shard must share."""
+    settings: dict = {}
+    for path in shards:
+        attrs = shard_attrs(path)
+        for name in ("short_side", "jpeg_quality"):
+            if settings.setdefault(name, attrs[name]) != attrs[name]:
+                raise ShardError(f"{path}: {name}={attrs[name]!r}, other frame shards have {settings[name]!r}; "
+                                 "delete the shards and rerun snakemake")
+    files = {"videos": videos_csv, **{Path(s).stem: s for s in shards}}
+    return write_manifest(out, "frames", settings, files, summary=summary)
 
 
 def check_ready(videos: pd.DataFrame, skip_bad: bool) -> dict:
@@ -81,10 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--reports", nargs="*", default=[])
     m.add_argument("--out", required=True, help="videos.csv")
     m.add_argument("--bad", required=True, help="bad_videos.csv")
-    c = sub.add_parser("check", help="fail if bad videos are not to be skipped")
+    c = sub.add_parser("check", help="fail if bad videos are not to be skipped, else write the frames manifest")
     c.add_argument("--videos", required=True)
+    c.add_argument("--shards", nargs="*", default=[], help="every frame shard of the dataset")
     c.add_argument("--skip-bad", action="store_true")
-    c.add_argument("--out", required=True, help="summary JSON written when the dataset is usable")
+    c.add_argument("--out", required=True, help="the frames manifest, written when the dataset is usable")
     return p
 
 
@@ -102,7 +128,7 @@ def run(args: argparse.Namespace) -> None:
         log.info("%d videos, %d bad -> %s", len(videos), (videos["status"] != "ok").sum(), args.out)
     else:
         summary = check_ready(read_table(args.videos), args.skip_bad)
-        Path(args.out).write_text(json.dumps(summary, indent=2) + "\n")
+        frames_manifest(args.out, args.videos, args.shards, summary)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -110,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         run(args)
-    except (DatasetError, ValueError) as e:
+    except (DatasetError, ShardError, ValueError) as e:
         log.error("%s", e)
         sys.exit(1)
 

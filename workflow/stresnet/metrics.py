@@ -33,11 +33,17 @@ def confusion(scores: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndar
     return matrix
 
 
-def split_metrics(score_dir: Path, classes: list[str], config_digest: str) -> dict:
-    files = {kind: np.load(score_dir / f"{kind}.npz") for kind in {k for k, _ in STAGES.values()}}
+def split_metrics(score_files: list[Path], classes: list[str], config_digest: str) -> dict:
+    """Table 3's rows from the scores of each evaluated kind (files named <kind>.npz), with the
+    provenance each scores file records (models and data manifests, by fingerprint)."""
+    files = {Path(f).stem: np.load(f) for f in score_files}
+    missing = {k for k, _ in STAGES.values()} - set(files)
+    if missing:
+        raise ValueError(f"no scores of {sorted(missing)} among {[str(f) for f in score_files]}")
     out = {stage: accuracy(files[kind][part], files[kind]["labels"], classes)
            for stage, (kind, part) in STAGES.items()}
-    return {"stages": out, "config_digest": config_digest}
+    provenance = {kind: json.loads(str(f["provenance"])) for kind, f in files.items() if "provenance" in f}
+    return {"stages": out, "config_digest": config_digest, "provenance": provenance}
 
 
 def aggregate(per_split: list[dict]) -> dict:
@@ -56,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stresnet metrics", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("split", help="metrics.json of one split")
-    s.add_argument("--scores", required=True, help="folder of two_stream/st_resnet/st_resnet_star.npz")
+    s.add_argument("--scores", nargs="+", required=True, help="two_stream.npz, st_resnet.npz, st_resnet_star.npz")
     s.add_argument("--classes", required=True, help="videos.csv (class names by label)")
     s.add_argument("--config-digest", required=True)
     s.add_argument("--out", required=True)
@@ -74,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
 
         videos = read_table(args.classes)
         classes = list(videos.sort_values("label").drop_duplicates("label")["class"])
-        result = split_metrics(Path(args.scores), classes, args.config_digest)
+        result = split_metrics([Path(f) for f in args.scores], classes, args.config_digest)
     else:
         result = aggregate([json.loads(Path(p).read_text()) for p in args.inputs])
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -26,10 +27,11 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from .data import ClipDataset, SampleSchedule, VideoStore, network_inputs, quiet_worker
-from .index import read_table
+from .data import ClipDataset, SampleSchedule, VideoStore, network_inputs, open_videos, quiet_worker
+from .manifest import ManifestError, file_sha256
 from .models import (appearance_stream, build_model, convert_sub_batch_norm, load_checkpoint,
                      load_weights, motion_stream, save_checkpoint, set_chunks, st_resnet)
+from .provenance import OutputLock, OutputLocked, changes
 from .runtime import autocast, setup_process
 
 log = logging.getLogger(__name__)
@@ -111,13 +113,23 @@ def clip_loss(model: nn.Module, phase: str, batch: dict[str, torch.Tensor], chun
     return loss, hits
 
 
-class Trainer:
-    """The training loop of one phase (after nanoGPT's train.py)."""
+def file_identity(path: str) -> dict[str, Any]:
+    return {"path": path, "sha256": file_sha256(path)}
 
-    def __init__(self, args: argparse.Namespace, cfg: dict[str, Any]):
-        self.args, self.cfg, self.phase = args, cfg, args.phase
+
+class Trainer:
+    """The training loop of one phase (after nanoGPT's train.py).
+
+    `cfg` holds the settings that shape the result (Table 2's batch, BN group, learning rates,
+    chunks, strides, crop, seed, SGD), `speed` those that only set how fast it is reached
+    (workers, micro_batch, checkpoint_every). The identity of a run is cfg, the phase and split,
+    the manifests of its data and the fingerprints of the models it starts from; a checkpoint of
+    another identity is never resumed.
+    """
+
+    def __init__(self, args: argparse.Namespace, cfg: dict[str, Any], speed: dict[str, Any]):
+        self.args, self.cfg, self.speed, self.phase = args, cfg, speed, args.phase
         self.out = Path(args.out_dir)
-        self.out.mkdir(parents=True, exist_ok=True)
         self.ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1
         if self.ddp:
             dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
@@ -126,31 +138,38 @@ class Trainer:
         local = int(os.environ.get("LOCAL_RANK", "0"))
         self.device = torch.device(f"cuda:{local}" if torch.cuda.is_available() and args.device != "cpu" else "cpu")
         self.main = self.rank == 0
+        self.lock = OutputLock(self.out) if self.main else None
+        if self.lock and self.lock.removed:
+            log.info("removed temporary files of writers that are gone: %s", [p.name for p in self.lock.removed])
         torch.manual_seed(cfg["seed"])
 
-        videos = read_table(args.videos)
+        wants = INPUTS[self.phase]
+        videos, frames, flow = open_videos(args.frames_manifest, args.flow_manifest if "flow" in wants else None)
         train = videos[(videos[f"split{args.split}"] == "train") & (videos["status"] == "ok")]
         if train.empty:
-            raise ValueError(f"{args.videos}: no usable training videos in split {args.split}")
+            raise ValueError(f"{frames.path}: no usable training videos in split {args.split}")
         self.num_classes = int(videos["label"].max()) + 1
-        store = VideoStore(args.results, train, args.flow_method)
+        store = VideoStore(train, frames, flow)
         classes = videos.sort_values("label").drop_duplicates("label")["class"]
-        flow = store.flow_reader(0).attrs
+        short_side = frames.settings["short_side"]
         # what predict needs to prepare a new video as this data was prepared
-        self.info = {"classes": list(classes), "short_side": args.short_side,
-                     "flow": {k: flow[k] for k in ("method", "params", "bound", "jpeg_quality")}}
-        wants = INPUTS[self.phase]
-        self.dataset = ClipDataset(store, self.phase, cfg["chunks"], cfg["size"], args.short_side,
+        self.info = {"classes": list(classes), "short_side": short_side,
+                     "flow": {k: flow.settings[k] for k in ("method", "params", "bound", "jpeg_quality")} if flow else None}
+        pretrained = args.pretrained if args.pretrained in ("imagenet", "none") or args.init else file_identity(args.pretrained)
+        self.identity = {"phase": self.phase, "split": args.split, "settings": cfg, "frames": frames.identity(),
+                         "flow": flow.identity() if flow else None, "pretrained": pretrained,
+                         "init": [file_identity(path) for path in args.init]}
+        self.dataset = ClipDataset(store, self.phase, cfg["chunks"], cfg["size"], short_side,
                                    rgb="rgb" in wants, flow="flow" in wants)
-        self.schedule = SampleSchedule(len(train), cfg["batch"], cfg["micro_batch"], cfg["seed"],
-                                       tuple(cfg["stride"]))
+        self.schedule = SampleSchedule(len(train), cfg["batch"], cfg["bn_batch"], speed["micro_batch"],
+                                       cfg["seed"], tuple(cfg["stride"]))
         if self.schedule.accumulation % self.world:
             raise ValueError(f"batch/micro_batch = {self.schedule.accumulation} micro-batches per step "
                              f"cannot be shared by {self.world} processes")
         self.iterations = total_iterations(cfg["lr"])
 
         model = initial_model(self.phase, self.num_classes, args.pretrained, args.init, self.info["flow"])
-        if cfg["micro_batch"] > cfg["bn_batch"]:  # Sec. 3.3: sub-batch normalisation
+        if speed["micro_batch"] > cfg["bn_batch"]:  # Sec. 3.3: sub-batch normalisation
             convert_sub_batch_norm(model, cfg["bn_batch"])
         self.model = model.to(self.device, memory_format=torch.channels_last)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=lr_at(0, cfg["lr"]),
@@ -162,7 +181,7 @@ class Trainer:
         self.start = self._resume()
 
     def _resume(self) -> int:
-        """The step to start from: after the last checkpoint of a run with the same settings."""
+        """The step to start from: after the last checkpoint of a run of the same identity."""
         if not self.state_file.exists():
             return 0
         try:
@@ -170,8 +189,10 @@ class Trainer:
         except (ValueError, FileNotFoundError) as e:
             log.warning("ignoring %s: %s", self.state_file, e)
             return 0
-        if extra.get("settings") != self.settings_digest():
-            log.warning("%s was made with other settings; starting afresh", self.state_file)
+        saved = json.loads(extra.get("identity", "{}"))
+        if saved != self.identity:
+            log.warning("%s was made from other inputs, changed since: %s; starting afresh",
+                        self.state_file, "; ".join(changes(saved, self.identity)))
             return 0
         self.optimizer.load_state_dict(extra["optimizer"])
         torch.set_rng_state(extra["rng"])
@@ -180,15 +201,13 @@ class Trainer:
         return int(extra["iteration"])
 
     def settings_digest(self) -> str:
-        a = self.args
-        return digest({"cfg": self.cfg, "phase": a.phase, "split": a.split, "init": a.init,
-                       "pretrained": a.pretrained, "flow": a.flow_method})
+        return digest(self.identity)
 
     def _checkpoint(self, it: int) -> None:
         if self.main:
             save_checkpoint(self.state_file, self.model, {
                 "iteration": it, "optimizer": self.optimizer.state_dict(), "rng": torch.get_rng_state(),
-                "curves": self.curves, "settings": self.settings_digest(), "lr_schedule": self.cfg["lr"]})
+                "curves": self.curves, "identity": json.dumps(self.identity), "lr_schedule": self.cfg["lr"]})
             self._write_curves()
         if self.ddp:
             dist.barrier()
@@ -201,7 +220,7 @@ class Trainer:
 
     def _loader(self) -> DataLoader:
         batches = list(self.schedule.batches(self.start, self.iterations, self.world, self.rank))
-        return DataLoader(self.dataset, batch_sampler=batches, num_workers=self.cfg["workers"],
+        return DataLoader(self.dataset, batch_sampler=batches, num_workers=self.speed["workers"],
                           worker_init_fn=quiet_worker, pin_memory=self.device.type == "cuda")
 
     def fit(self) -> None:
@@ -236,14 +255,15 @@ class Trainer:
             self.curves.append(row)
             bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['accuracy']:.2f}",
                             samples_s=f"{row['samples_per_s']:.1f}")
-            if (it + 1) % cfg["checkpoint_every"] == 0 and it + 1 < self.iterations:
+            if (it + 1) % self.speed["checkpoint_every"] == 0 and it + 1 < self.iterations:
                 self._checkpoint(it + 1)
         if self.main:
             self._write_curves()
             save_checkpoint(self.out / "model.pt", self.model, {
                 "phase": self.phase, "iterations": self.iterations, "settings": self.settings_digest(),
-                "config": json.dumps(self.cfg), "info": self.info})
+                "identity": json.dumps(self.identity), "config": json.dumps(self.cfg), "info": self.info})
             self.state_file.unlink(missing_ok=True)
+            self.lock.release()
         if self.ddp:
             dist.barrier()
             dist.destroy_process_group()
@@ -252,12 +272,13 @@ class Trainer:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stresnet train", description=__doc__)
     p.add_argument("--phase", required=True, choices=PHASES)
-    p.add_argument("--videos", required=True, help="videos.csv of the dataset")
-    p.add_argument("--results", required=True, help="results/<dataset>, holding frames/ and flow/")
+    p.add_argument("--frames-manifest", required=True, help="the dataset's frames manifest (dataset_ready.json)")
+    p.add_argument("--flow-manifest", help="its flow manifest (phases that read flow)")
     p.add_argument("--split", type=int, required=True)
-    p.add_argument("--flow-method", default="tvl1")
-    p.add_argument("--short-side", type=int, default=256, help="short side of the stored frames")
-    p.add_argument("--config", required=True, help="the phase's settings as JSON (see config.yaml train:)")
+    p.add_argument("--config", required=True, type=json.loads,
+                   help="the phase's result-shaping settings as JSON (see config.yaml train:)")
+    p.add_argument("--speed", default="{}", type=json.loads,
+                   help="speed settings as JSON: workers, micro_batch (default: bn_batch), checkpoint_every")
     p.add_argument("--pretrained", default="imagenet", help="imagenet | none | path (stream phases)")
     p.add_argument("--init", nargs="*", default=[],
                    help="st_resnet: appearance and motion model.pt; st_resnet_star: st_resnet model.pt; "
@@ -272,8 +293,13 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     setup_process(args.threads)
-    cfg = json.loads(args.config)
-    Trainer(args, cfg).fit()
+    speed = {"workers": 2, "micro_batch": args.config["bn_batch"], "checkpoint_every": 500, **args.speed}
+    try:
+        trainer = Trainer(args, args.config, speed)
+    except (OutputLocked, ManifestError) as e:
+        log.error("%s", e)
+        sys.exit(1)
+    trainer.fit()
 
 
 if __name__ == "__main__":

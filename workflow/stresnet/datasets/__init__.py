@@ -34,10 +34,22 @@ def load_table(fmt: str, root: str | Path, splits: str | Path | None = None, **o
     return table
 
 
+def dataset_files(fmt: str, root: str | Path, splits: str | Path | None = None) -> tuple[list[str], list[str]]:
+    """The video files and split files the index of a dataset reads, so that the workflow sees a
+    video or split file change, appear or go. Empty where the dataset cannot be read: the index
+    job then reports why."""
+    split_files = sorted(str(p) for p in Path(splits).iterdir() if p.is_file()) if splits and Path(splits).is_dir() else []
+    try:
+        table = load_table(fmt, root, splits)
+    except DatasetError:
+        return [], split_files
+    return [str(Path(root) / p) for p in table["path"]], split_files
+
+
 def _need_splits(fmt: str, splits: str | Path | None) -> Path:
     if not splits:
         raise DatasetError(f"format {fmt!r} needs `splits`, the folder of its official split files")
     return Path(splits)
 
 
-__all__ = ["DatasetError", "FORMATS", "load_table"]
+__all__ = ["DatasetError", "FORMATS", "dataset_files", "load_table"]

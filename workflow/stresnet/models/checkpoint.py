@@ -10,6 +10,7 @@ from torchvision.models import ResNet
 from .st_resnet import STResNet, TwoStream, st_resnet, two_stream
 from .streams import appearance_stream, load_weights_only, motion_stream
 from .temporal import TemporalMaxPool
+from ..provenance import tmp_name
 
 KINDS = ("appearance", "motion", "two_stream", "st_resnet", "st_resnet_star")
 
@@ -63,7 +64,7 @@ def save_checkpoint(path: str | Path, model: nn.Module, extra: dict[str, Any] | 
     """Write `model` (and `extra`: tensors, numbers, strings, lists, dicts) to `path` atomically."""
     path = Path(path)
     state = {k: v.cpu() for k, v in model.state_dict().items()}
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = tmp_name(path)
     torch.save({"meta": model_meta(model), "state_dict": state, "extra": extra or {}}, tmp)
     unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(tmp)
     if unsafe:  # fail now rather than when the weights-only load refuses the file

@@ -1,0 +1,97 @@
+"""Every path under results/, defined once: the rules call these with wildcard names
+("{dataset}") to get their patterns, the package with real values.
+
+Stages pass each other files (manifests, shards, models), never folders; a stage that needs
+the files of an earlier stage reads them from that stage's manifest.
+"""
+
+from __future__ import annotations
+
+RESULTS = "results"
+PHASES = ("motion", "appearance", "st_resnet", "st_resnet_star")
+EVALUATED = ("two_stream", "st_resnet", "st_resnet_star")
+
+
+def dataset_dir(ds: str) -> str:
+    return f"{RESULTS}/{ds}"
+
+
+def raw_dir(ds: str) -> str:
+    """Generated (demo) videos."""
+    return f"{RESULTS}/{ds}/raw"
+
+
+def download_dir(ds: str) -> str:
+    return f"{RESULTS}/{ds}/download"
+
+
+def index_csv(ds: str) -> str:
+    """Every video: path, class, label, split membership, shard."""
+    return f"{RESULTS}/{ds}/index.csv"
+
+
+def frame_shard(ds: str, shard: str) -> str:
+    return f"{RESULTS}/{ds}/frames/{shard}.h5"
+
+
+def frame_report(ds: str, shard: str) -> str:
+    """What extraction found per video of a shard."""
+    return f"{RESULTS}/{ds}/frames/{shard}.csv"
+
+
+def videos_csv(ds: str) -> str:
+    return f"{RESULTS}/{ds}/videos.csv"
+
+
+def bad_videos_csv(ds: str) -> str:
+    return f"{RESULTS}/{ds}/bad_videos.csv"
+
+
+def frames_manifest(ds: str) -> str:
+    """The frame stage's manifest, written only when the dataset may be trained on (the gate)."""
+    return f"{RESULTS}/{ds}/dataset_ready.json"
+
+
+def flow_shard(ds: str, method: str, shard: str) -> str:
+    return f"{RESULTS}/{ds}/flow/{method}/{shard}.h5"
+
+
+def flow_manifest(ds: str, method: str) -> str:
+    return f"{RESULTS}/{ds}/flow/{method}/manifest.json"
+
+
+def split_dir(ds: str, split: str | int) -> str:
+    return f"{RESULTS}/{ds}/split{split}"
+
+
+def model(ds: str, split: str | int, phase: str) -> str:
+    return f"{split_dir(ds, split)}/{phase}/model.pt"
+
+
+def curves(ds: str, split: str | int, phase: str) -> str:
+    return f"{split_dir(ds, split)}/{phase}/curves.csv"
+
+
+def scores(ds: str, split: str | int, kind: str) -> str:
+    return f"{split_dir(ds, split)}/scores/{kind}.npz"
+
+
+def split_metrics(ds: str, split: str | int) -> str:
+    return f"{split_dir(ds, split)}/metrics.json"
+
+
+def plot(ds: str, split: str | int, name: str) -> str:
+    return f"{split_dir(ds, split)}/plots/{name}.png"
+
+
+def metrics(ds: str) -> str:
+    """The mean over the splits run (Table 3)."""
+    return f"{RESULTS}/{ds}/metrics.json"
+
+
+def log(ds: str, job: str) -> str:
+    return f"{RESULTS}/{ds}/logs/{job}.log"
+
+
+def benchmark(ds: str, job: str) -> str:
+    return f"{RESULTS}/{ds}/benchmarks/{job}.tsv"
