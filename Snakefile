@@ -9,12 +9,26 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/datasets.smk"
 include: "workflow/rules/frames.smk"
 include: "workflow/rules/flow.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
+
+
+# trivial jobs run where Snakemake runs, never as cluster jobs
+localrules:
+    all,
+    videos,
+    dataset_ready,
+    flow_manifest,
+    metrics,
+    plots,
+    aggregate,
 
 
 rule all:

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from stresnet.data import ClipDataset, VideoStore, WholeVideoDataset, open_videos
 from stresnet.demo import generate
@@ -170,7 +171,10 @@ def test_two_ddp_processes_follow_one_process(prepared, tmp_path):
 def test_all_phases_then_evaluation_and_predict(prepared, tmp_path):
     streams = {**PHASE, "lr": [[0.01, 2]]}
     clips = {**PHASE, "lr": [[0.001, 1]], "chunks": 3, "stride": [1, 3]}
-    run(train_cmd(prepared, tmp_path / "motion", "motion", streams))
+    log = run(train_cmd(prepared, tmp_path / "motion", "motion", streams)).stderr
+    head = [line for line in log.splitlines() if "stresnet.train" in line]
+    assert "phase motion, split 1" in head[0] and "device: cpu" in head[1] and head[2].startswith("INFO stresnet.train: settings: {")
+    assert "frames:" in log and "flow:" in log and "done: motion, steps 1-2 of 2" in log and "\r" not in log
     run(train_cmd(prepared, tmp_path / "appearance", "appearance", streams))
     run(train_cmd(prepared, tmp_path / "st_resnet", "st_resnet", clips,
                   init=[tmp_path / "appearance/model.pt", tmp_path / "motion/model.pt"]))
@@ -178,6 +182,12 @@ def test_all_phases_then_evaluation_and_predict(prepared, tmp_path):
                   init=[tmp_path / "st_resnet/model.pt"]))
     for phase in ("motion", "appearance", "st_resnet", "st_resnet_star"):
         assert len(curves(tmp_path / phase)) == (2 if phase in ("motion", "appearance") else 1)
+        events = EventAccumulator(str(tmp_path / phase / "tensorboard"))
+        events.Reload()
+        for name in ("loss", "accuracy", "lr", "samples_per_s"):
+            logged = [e.value for e in events.Scalars(f"{phase}/{name}")]
+            assert np.allclose(logged, curves(tmp_path / phase)[name], rtol=1e-6), (phase, name)
+        assert [e.step for e in events.Scalars(f"{phase}/step_seconds")] == curves(tmp_path / phase)["step"].tolist()
     star = load_checkpoint(tmp_path / "st_resnet_star/model.pt", "st_resnet_star")
     assert star.extra["info"]["classes"][0] == "StillRedSquare"
 

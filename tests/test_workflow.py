@@ -1,5 +1,6 @@
 """The Snakemake workflow end to end on tiny datasets: the demo and real UCF101 clips."""
 
+import base64
 import json
 import re
 import shutil
@@ -14,6 +15,7 @@ import yaml
 
 from conftest import REPO, make_broken, make_hmdb51_tree, make_ucf101_tree
 from stresnet.demo import generate
+from stresnet.paths import PHASES as TRAIN_PHASES
 from stresnet.store import ShardReader
 
 pytestmark = pytest.mark.slow
@@ -28,10 +30,11 @@ def write_config(workdir: Path, datasets: dict, targets: list[str]) -> None:
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
 
 
-def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+def snakemake(workdir: Path, *args: str, env: dict[str, str] | None = None,
+              cores: str | None = "2") -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
-           "--directory", str(workdir), "--cores", "2", *args]
-    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"}
+           "--directory", str(workdir), *(["--cores", cores] if cores else []), *args]
+    env = env or {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"}
     return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=workdir)
 
 
@@ -228,12 +231,31 @@ def test_whole_dag_on_real_ucf101_clips(tmp_path):
         for phase in ("motion", "appearance", "st_resnet", "st_resnet_star"):
             assert (split / phase / "model.pt").exists() and (split / phase / "curves.csv").exists()
             assert (out / "benchmarks" / f"split{k}" / f"train_{phase}.tsv").exists()
-        for png in ("training_curves.png", "confusion_st_resnet_star.png"):
+        for png in [f"curves_{phase}.png" for phase in TRAIN_PHASES] + ["confusion_st_resnet_star.png"]:
             assert (split / "plots" / png).read_bytes()[:4] == b"\x89PNG"
+        assert "most confused pairs" in (split / "per_class.html").read_text()
     assert planned_jobs(tmp_path) == {}
     report = snakemake(tmp_path, "--report", str(tmp_path / "report.html"))
     assert report.returncode == 0, report.stderr[-2000:]
-    assert (tmp_path / "report.html").stat().st_size > 10_000
+    items = report_items(tmp_path / "report.html")
+    table3 = items["results/ucf/table3.html"]
+    for stage, figures in table["table3"].items():  # every stage's mean top-1 and each split's
+        row = re.search(rf"<tr><td>{stage}</td>(.*?)</tr>", table3)[1]
+        cells = re.findall(r"<td>([^<]*)</td>", row)
+        assert cells[:3] == [f"{v:.1f}" for v in figures["top1_per_split"]] + [f"{figures['top1']:.1f}"], cells
+    assert "Table 3 of the paper for this dataset" in (tmp_path / "report.html").read_text()
+    assert {f"results/ucf/split1/plots/curves_{phase}.png" for phase in TRAIN_PHASES} <= set(items)
+
+
+def report_items(report: Path) -> dict[str, str]:
+    """The files Snakemake's HTML report embeds, decoded (text files as text)."""
+    text = report.read_text()
+    results = json.loads(re.search(r"var results = (\{.*?\});\n", text, re.S)[1])
+    items = {}
+    for path, item in results.items():
+        data = base64.b64decode(item["data_uri"].split("base64,", 1)[1])
+        items[path] = data.decode() if item["mime_type"].startswith(("text", "application/json")) else data
+    return items
 
 
 def test_lint_is_clean():

@@ -135,10 +135,38 @@ def speed(name, phase):
     return Untracked(shlex.quote(json.dumps(split_speed(phase_settings(name, phase))[1], sort_keys=True)))
 
 
-def launcher(name):
-    """python, or torchrun with one process per GPU when a job asks for several (DDP)."""
-    gpus = train_setting(name, "gpus")
-    return Untracked(f"torchrun --standalone --nproc_per_node {gpus}" if gpus > 1 else "python")
+def launcher(name, gpus=None):
+    """How a training or evaluation job starts: on devices of its own (`stresnet devices`), with
+    python, torchrun with one process per GPU (DDP), or srun + torchrun over several nodes."""
+    gpus = train_setting(name, "gpus") if gpus is None else gpus
+    nodes = train_setting(name, "nodes")
+    devices = f"python -m stresnet devices --gpus {gpus} --"
+    if nodes > 1:
+        head = "$(scontrol show hostnames $SLURM_JOB_NODELIST | head -n 1)"
+        return Untracked(f"srun --nodes {nodes} --ntasks-per-node 1 {devices} torchrun --nnodes {nodes}"
+                         f" --nproc_per_node {max(1, gpus)} --rdzv_backend c10d --rdzv_id $SLURM_JOB_ID"
+                         f" --rdzv_endpoint {head}:29500")
+    return Untracked(f"{devices} torchrun --standalone --nproc_per_node {gpus}" if gpus > 1 else f"{devices} python")
+
+
+def job_resources(name, gpus, workers):
+    """What a training or evaluation job asks for: its GPUs, CPUs for its threads and loader
+    workers (per GPU on a GPU job), memory growing with each retry, and its nodes."""
+    cpus = config["train"]["threads"] + workers  # per process, one process per GPU
+    return {"gpu": gpus, "cpus_per_gpu": cpus if gpus else 0, "cpus_per_task": 0 if gpus else cpus,
+            "nodes": train_setting(name, "nodes")}
+
+
+def train_resources(key):
+    return lambda wc: job_resources(wc.dataset, train_setting(wc.dataset, "gpus"), train_setting(wc.dataset, "workers"))[key]
+
+
+def evaluate_resources(key):
+    def value(wc):
+        gpus = min(1, train_setting(wc.dataset, "gpus"))
+        return job_resources(wc.dataset, gpus, setting(wc.dataset, "evaluate")["workers"])[key]
+
+    return value
 
 
 def frames_input(wildcards):

@@ -12,11 +12,14 @@ rule evaluate:
     params:
         chunks=lambda wc: setting(wc.dataset, "evaluate")["chunks"],
         workers=lambda wc: Untracked(str(setting(wc.dataset, "evaluate")["workers"])),
+        launcher=lambda wc: launcher(wc.dataset, min(1, train_setting(wc.dataset, "gpus"))),
         code=code_digest("evaluate"),
     threads: config["train"]["threads"]
     resources:
-        gpu=lambda wc: min(1, train_setting(wc.dataset, "gpus")),
-        mem_mb=16000,
+        gpu=evaluate_resources("gpu"),
+        cpus_per_gpu=evaluate_resources("cpus_per_gpu"),
+        cpus_per_task=evaluate_resources("cpus_per_task"),
+        mem_mb=lambda wc, attempt: 16000 * attempt,
     log:
         paths.log("{dataset}", "split{split}/evaluate_{kind}"),
     benchmark:
@@ -24,7 +27,7 @@ rule evaluate:
     conda:
         "../../envs/train.yaml"
     shell:
-        "python -m stresnet evaluate --kind {wildcards.kind} --models {input.models}"
+        "{params.launcher} -m stresnet evaluate --kind {wildcards.kind} --models {input.models}"
         " --frames-manifest {input.frames} --flow-manifest {input.flow} --split {wildcards.split}"
         " --chunks {params.chunks} --workers {params.workers} --threads {threads} --out {output} > {log} 2>&1"
 
@@ -57,14 +60,26 @@ rule plots:
         curves=[paths.curves("{dataset}", "{split}", phase) for phase in paths.PHASES],
         scores=paths.scores("{dataset}", "{split}", "st_resnet_star"),
     output:
-        curves=report(
-            paths.plot("{dataset}", "{split}", "training_curves"),
-            category="Plots",
-            subcategory="{dataset} split {split}",
-        ),
+        curves=[
+            report(
+                paths.plot("{dataset}", "{split}", f"curves_{phase}"),
+                caption="../report/curves.rst",
+                category="Training curves",
+                subcategory="{dataset} split {split}",
+                labels={"phase": phase},
+            )
+            for phase in paths.PHASES
+        ],
         confusion=report(
             paths.plot("{dataset}", "{split}", "confusion_st_resnet_star"),
-            category="Plots",
+            caption="../report/confusion.rst",
+            category="Per class",
+            subcategory="{dataset} split {split}",
+        ),
+        classes=report(
+            paths.per_class("{dataset}", "{split}"),
+            caption="../report/per_class.rst",
+            category="Per class",
             subcategory="{dataset} split {split}",
         ),
     params:
@@ -74,22 +89,27 @@ rule plots:
     conda:
         "../../envs/train.yaml"
     shell:
-        "python -m stresnet report --curves {input.curves} --scores {input.scores}"
+        "python -m stresnet report split --curves {input.curves} --scores {input.scores}"
         " --classes {input.videos} --out-curves {output.curves}"
-        " --out-confusion {output.confusion} > {log} 2>&1"
+        " --out-confusion {output.confusion} --out-classes {output.classes} > {log} 2>&1"
 
 
 rule aggregate:
     input:
         metrics=lambda wc: [paths.split_metrics(wc.dataset, k) for k in run_splits(wc.dataset)],
-        plots=lambda wc: [paths.plot(wc.dataset, k, "training_curves") for k in run_splits(wc.dataset)],
+        plots=lambda wc: [paths.per_class(wc.dataset, k) for k in run_splits(wc.dataset)],
     output:
-        report(paths.metrics("{dataset}"), category="Metrics"),
+        metrics=report(paths.metrics("{dataset}"), caption="../report/metrics.rst", category="Table 3"),
+        table=report(paths.table3("{dataset}"), caption="../report/table3.rst", category="Table 3"),
     params:
-        code=code_digest("metrics"),
+        splits=lambda wc: " ".join(map(str, run_splits(wc.dataset))),
+        format=lambda wc: DATASETS[wc.dataset]["format"],
+        code=code_digest("report") + code_digest("metrics"),
     log:
         paths.log("{dataset}", "aggregate"),
     conda:
         "../../envs/train.yaml"
     shell:
-        "python -m stresnet metrics aggregate --inputs {input.metrics} --out {output} > {log} 2>&1"
+        "python -m stresnet metrics aggregate --inputs {input.metrics} --out {output.metrics} > {log} 2>&1;"
+        " python -m stresnet report table3 --metrics {input.metrics} --splits {params.splits}"
+        " --dataset {wildcards.dataset} --format {params.format} --out {output.table} >> {log} 2>&1"

@@ -17,7 +17,7 @@ rule flow:
         code=code_digest("flow"),
     threads: config["flow"]["threads"]
     resources:
-        mem_mb=2000,
+        mem_mb=lambda wc, attempt: 2000 * attempt,
     log:
         paths.log("{dataset}", "flow/{method}/{shard}"),
     benchmark:

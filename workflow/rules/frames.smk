@@ -17,7 +17,7 @@ rule frames:
         code=code_digest("frames"),
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=lambda wc, attempt: 2000 * attempt,
     log:
         paths.log("{dataset}", "frames/{shard}"),
     benchmark:

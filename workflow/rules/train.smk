@@ -22,8 +22,11 @@ rule train_motion:
         code=code_digest("train"),
     threads: config["train"]["threads"]
     resources:
-        gpu=lambda wc: train_setting(wc.dataset, "gpus"),
-        mem_mb=16000,
+        gpu=train_resources("gpu"),
+        cpus_per_gpu=train_resources("cpus_per_gpu"),
+        cpus_per_task=train_resources("cpus_per_task"),
+        nodes=train_resources("nodes"),
+        mem_mb=lambda wc, attempt: 16000 * attempt,
     log:
         paths.log("{dataset}", "split{split}/train_motion"),
     benchmark:

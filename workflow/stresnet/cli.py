@@ -17,6 +17,7 @@ STAGES = {
     "metrics": "Table 3's figures of a split from the saved scores; the mean over splits",
     "report": "plots: training curves and the confusion matrix",
     "predict": "top-5 classes of one video file with a trained model folder",
+    "devices": "run a command on GPUs of its own (CUDA_VISIBLE_DEVICES from a locked pool)",
 }
 
 

@@ -14,7 +14,7 @@ import yaml
 
 STREAM_PHASES = ("motion", "appearance")
 # settings that set how fast a result is reached, never what it is: not part of any identity
-SPEED_KEYS = ("workers", "threads", "micro_batch", "gpus", "checkpoint_every")
+SPEED_KEYS = ("workers", "threads", "micro_batch", "gpus", "nodes", "checkpoint_every")
 
 
 def split_speed(settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -16,11 +16,11 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from .data import VideoStore, WholeVideoDataset, network_inputs, open_videos, quiet_worker
 from .manifest import file_sha256
 from .models import fold_batch_norm, load_checkpoint, two_stream
+from .progress import Progress
 from .runtime import autocast, setup_process
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ def evaluate(model: nn.Module, store: VideoStore, chunks: int = 25, workers: int
     loader = DataLoader(WholeVideoDataset(store, chunks), batch_size=None, num_workers=workers,
                         worker_init_fn=quiet_worker)
     appearance, motion = [], []
-    for item in tqdm(loader, desc="evaluate", unit="video", mininterval=5):
+    for item in Progress(loader, "evaluate", total=len(store), unit="video"):
         a, m = video_scores(model, item, device)
         appearance.append(a)
         motion.append(m)

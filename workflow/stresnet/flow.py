@@ -15,6 +15,7 @@ import json
 import logging
 import sys
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -26,6 +27,7 @@ import numpy as np
 from . import __version__
 from .flow_reader import quantize
 from .manifest import write_manifest
+from .progress import Progress
 from .store import ShardError, ShardReader, ShardWriter, encode_jpeg
 
 log = logging.getLogger(__name__)
@@ -219,8 +221,11 @@ def compute_shard(frames: str | Path, out: str | Path, method: str = "tvl1",
 
     failed = True
     try:
+        began = time.monotonic()
         with ShardWriter(out, attrs) as writer:
-            for key in reader.keys():
+            keys = Progress(reader.keys(), f"flow {Path(frames).stem}", unit="video")
+            for key in keys:
+                keys.postfix(fields=counts["fields"], fields_s=counts["fields"] / max(time.monotonic() - began, 1e-9))
                 jpegs, video_attrs = _video_frames(reader, key)
                 if len(jpegs) < 2:
                     log.warning("video %r has %d frame; no flow field (the frame stage reports such "
@@ -292,10 +297,13 @@ def main(argv: list[str] | None = None) -> None:
             write_flow_manifest(args.out, args.shards, args.frames_manifest)
             return
         args = build_parser().parse_args(argv)
+        began = time.monotonic()
         counts = compute_shard(args.frames, args.out, args.method, args.params, args.bound,
                                args.jpeg_quality, args.threads)
-        log.info("%s: %d videos, %d flow fields (%s) -> %s", args.frames, counts["videos"],
-                 counts["fields"], args.method, args.out)
+        seconds = time.monotonic() - began
+        log.info("%s: %d videos, %d flow fields (%s) in %.0f s, %.1f fields/s with %d threads -> %s", args.frames,
+                 counts["videos"], counts["fields"], args.method, seconds, counts["fields"] / max(seconds, 1e-9),
+                 args.threads, args.out)
     except (ShardError, ValueError) as e:
         log.error("%s", e)
         sys.exit(1)

@@ -14,10 +14,10 @@ from pathlib import Path
 import cv2
 import h5py
 import pandas as pd
-from tqdm import tqdm
 
 from . import __version__
 from .index import REPORT_COLUMNS, read_table, write_csv_atomic
+from .progress import Progress
 from .store import ShardWriter, encode_jpeg
 from .video import VideoError, VideoReader
 
@@ -40,7 +40,7 @@ def extract_shard(index: pd.DataFrame, shard: str, root: str | Path, out: str | 
              "versions": {"stresnet": __version__, "opencv": cv2.__version__, "h5py": h5py.__version__}}
     report = []
     with ShardWriter(out, attrs) as writer:
-        for path in tqdm(rows["path"], desc=f"frames {shard}", unit="video", mininterval=5):
+        for path in Progress(rows["path"], f"frames {shard}", unit="video"):
             reader = VideoReader(Path(root) / path, short_side, threads)
             entry = {"path": path, "n_frames": 0, "fps": 0.0, "width": 0, "height": 0,
                      "status": "ok", "message": ""}

@@ -84,6 +84,16 @@ def plot(ds: str, split: str | int, name: str) -> str:
     return f"{split_dir(ds, split)}/plots/{name}.png"
 
 
+def per_class(ds: str, split: str | int) -> str:
+    """Per-class accuracy and most-confused pairs of the final model (HTML)."""
+    return f"{split_dir(ds, split)}/per_class.html"
+
+
+def table3(ds: str) -> str:
+    """Table 3 of the dataset: each split, the mean and the spread (HTML)."""
+    return f"{RESULTS}/{ds}/table3.html"
+
+
 def metrics(ds: str) -> str:
     """The mean over the splits run (Table 3)."""
     return f"{RESULTS}/{ds}/metrics.json"

@@ -25,12 +25,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from .data import ClipDataset, SampleSchedule, VideoStore, network_inputs, open_videos, quiet_worker
 from .manifest import ManifestError, file_sha256
 from .models import (appearance_stream, build_model, convert_sub_batch_norm, load_checkpoint,
                      load_weights, motion_stream, save_checkpoint, set_chunks, st_resnet)
+from .progress import Progress
 from .provenance import OutputLock, OutputLocked, changes
 from .runtime import autocast, setup_process
 
@@ -212,6 +212,30 @@ class Trainer:
         if self.ddp:
             dist.barrier()
 
+    def _log_start(self) -> None:
+        """The log's head: device, settings and inputs, so a log says what made its result."""
+        if not self.main:
+            return
+        device = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
+        log.info("phase %s, split %s: %d training videos of %d classes, %d steps from step %d",
+                 self.phase, self.args.split, len(self.dataset), self.num_classes, self.iterations, self.start)
+        log.info("device: %s x %d process(es), %d torch threads", device, self.world, torch.get_num_threads())
+        log.info("settings: %s", json.dumps(self.cfg, sort_keys=True))
+        log.info("speed: %s", json.dumps(self.speed, sort_keys=True))
+        for name in ("frames", "flow"):
+            if self.identity[name]:
+                log.info("%s: %s (sha256 %s)", name, self.identity[name]["manifest"], self.identity[name]["sha256"][:16])
+        for model in self.identity["init"]:
+            log.info("starts from: %s (sha256 %s)", model["path"], model["sha256"][:16])
+
+    def _board(self):
+        """TensorBoard event files in <out>/tensorboard, for watching a run (main process only)."""
+        if not self.main:
+            return None
+        from torch.utils.tensorboard import SummaryWriter
+
+        return SummaryWriter(str(self.out / "tensorboard"))
+
     def _write_curves(self) -> None:
         with open(self.out / "curves.csv", "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=["step", "lr", "loss", "accuracy", "samples_per_s"])
@@ -227,8 +251,11 @@ class Trainer:
         cfg, chunks = self.cfg, self.cfg["chunks"]
         micro_per_rank = self.schedule.accumulation // self.world
         batches = iter(self._loader())
-        bar = tqdm(range(self.start, self.iterations), desc=self.phase, disable=not self.main,
-                   initial=self.start, total=self.iterations, mininterval=2)
+        bar = Progress(range(self.start, self.iterations), self.phase, total=self.iterations, unit="step",
+                       initial=self.start, enabled=self.main)
+        self._log_start()
+        board = self._board()
+        began = time.perf_counter()
         self.net.train()
         for it in bar:
             tic = time.perf_counter()
@@ -253,12 +280,21 @@ class Trainer:
             row = {"step": it + 1, "lr": lr_at(it, cfg["lr"]), "loss": loss_sum.item() / cfg["batch"],
                    "accuracy": hits.item() / cfg["batch"], "samples_per_s": cfg["batch"] / seconds}
             self.curves.append(row)
-            bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['accuracy']:.2f}",
-                            samples_s=f"{row['samples_per_s']:.1f}")
+            bar.postfix(loss=row["loss"], accuracy=row["accuracy"], lr=row["lr"], samples_s=row["samples_per_s"])
+            if board is not None:
+                for name in ("loss", "accuracy", "lr", "samples_per_s"):
+                    board.add_scalar(f"{self.phase}/{name}", row[name], it + 1)
+                board.add_scalar(f"{self.phase}/step_seconds", seconds, it + 1)
             if (it + 1) % self.speed["checkpoint_every"] == 0 and it + 1 < self.iterations:
                 self._checkpoint(it + 1)
+        if board is not None:
+            board.close()
         if self.main:
             self._write_curves()
+            last = self.curves[-1] if self.curves else {}
+            log.info("done: %s, steps %d-%d of %d in %.0f s; last step loss %.4g, accuracy %.3f -> %s", self.phase,
+                     self.start + 1, self.iterations, self.iterations, time.perf_counter() - began,
+                     last.get("loss", float("nan")), last.get("accuracy", float("nan")), self.out / "model.pt")
             save_checkpoint(self.out / "model.pt", self.model, {
                 "phase": self.phase, "iterations": self.iterations, "settings": self.settings_digest(),
                 "identity": json.dumps(self.identity), "config": json.dumps(self.cfg), "info": self.info})

@@ -1,0 +1,110 @@
+"""Stand-in SLURM commands for tests: `python fake_slurm.py <tool> <args>`, with tool one of
+sbatch, squeue, sacct, scontrol, sinfo, srun, sacctmgr, sshare. Each job runs at once on this
+machine; every sbatch call is recorded in $FAKE_SLURM_DIR/sbatch.jsonl, and job states are
+answered as SLURM does for the executor plugin's queries."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+STATE = Path(os.environ["FAKE_SLURM_DIR"])
+
+
+def next_id() -> int:
+    with open(STATE / "counter", "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        f.seek(0)
+        value = int(f.read() or 1000) + 1
+        f.seek(0)
+        f.truncate()
+        f.write(str(value))
+    return value
+
+
+def option(args: list[str], *names: str) -> str | None:
+    for i, arg in enumerate(args):
+        for name in names:
+            if arg == name and i + 1 < len(args):
+                return args[i + 1]
+            if arg.startswith(name + "="):
+                return arg.split("=", 1)[1]
+    return None
+
+
+def sbatch(args: list[str]) -> None:
+    job = next_id()
+    wrap = option(args, "--wrap")
+    script = wrap if wrap is not None else sys.stdin.read()
+    name = option(args, "--job-name", "-J") or "job"
+    log = (option(args, "--output", "-o") or f"slurm-{job}.out").replace("%j", str(job))
+    workdir = option(args, "-D", "--chdir") or os.getcwd()
+    with open(STATE / "sbatch.jsonl", "a") as f:
+        f.write(json.dumps({"job": job, "args": args, "name": name}) + "\n")
+    (STATE / "jobs").mkdir(exist_ok=True)
+    (STATE / "jobs" / f"{job}").write_text(f"{name}|RUNNING")
+    Path(workdir, log).parent.mkdir(parents=True, exist_ok=True)
+    cpus = option(args, "--cpus-per-task") or option(args, "--cpus-per-gpu") or "1"
+    env = {**os.environ, "SLURM_JOB_ID": str(job), "SLURM_JOBID": str(job), "SLURM_CPUS_PER_TASK": cpus,
+           "SLURM_JOB_NODELIST": "localhost", "SLURM_NNODES": "1", "SLURM_NTASKS": "1"}
+    if any(a.startswith("--gpus") for a in args):
+        env["CUDA_VISIBLE_DEVICES"] = ""  # the devices SLURM would give; this machine has none
+    runner = (f"bash -c {quote(script)}; code=$?; "
+              f"if [ $code -eq 0 ]; then s=COMPLETED; else s=FAILED; fi; "
+              f"echo {quote(name)}\\|$s > {quote(str(STATE / 'jobs' / str(job)))}")
+    with open(Path(workdir, log), "ab") as out:
+        subprocess.Popen(["bash", "-c", runner], cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT,
+                         stdin=subprocess.DEVNULL, start_new_session=True)
+    print(job)
+
+
+def quote(text: str) -> str:
+    return "'" + text.replace("'", "'\"'\"'") + "'"
+
+
+def states(args: list[str]) -> None:
+    name = option(args, "--name")
+    for path in sorted((STATE / "jobs").glob("*")) if (STATE / "jobs").exists() else []:
+        job_name, state = path.read_text().strip().split("|")
+        if name is None or job_name == name:
+            print(f"{path.name}|{state}")
+
+
+def srun(args: list[str]) -> None:
+    i = 0
+    while i < len(args) and args[i].startswith("-"):
+        i += 2 if args[i] in ("-n", "-N", "-c", "-J", "--jobid", "--ntasks", "--nodes") else 1
+    command = args[i:]
+    if command == ["sh", "-s"]:
+        sys.exit(subprocess.call(["sh", "-s"], stdin=sys.stdin))
+    sys.exit(subprocess.call(command if len(command) > 1 else ["bash", "-c", command[0]]))
+
+
+def main() -> None:
+    tool, args = sys.argv[1], sys.argv[2:]
+    if tool == "sbatch":
+        sbatch(args)
+    elif tool in ("sacct", "squeue"):
+        states(args)
+    elif tool == "scontrol":
+        if args[:2] == ["show", "config"]:
+            print("MinJobAge               = 300 sec")
+        elif args[:2] == ["show", "hostnames"]:
+            print("localhost")
+    elif tool == "sinfo":
+        print("PARTITION\n" + "\n".join(re.findall(r"[\w-]+", os.environ.get("FAKE_SLURM_PARTITIONS", "cpu gpu"))))
+    elif tool in ("sacctmgr", "sshare"):
+        print(os.environ.get("FAKE_SLURM_ACCOUNTS", "acct"))
+    elif tool == "srun":
+        srun(args)
+    else:
+        sys.exit(f"fake_slurm: unknown tool {tool}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""The SLURM profile with today's executor plugin, against stand-in SLURM commands that run each
+job on this machine (tests/fake_slurm.py): the demo reaches metrics.json, and every sbatch call
+asks for what its job uses."""
+
+import json
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO
+from test_workflow import TINY_DEMO, TINY_TRAIN, job_counts, snakemake, write_config
+
+pytestmark = pytest.mark.slow
+TOOLS = ("sbatch", "squeue", "sacct", "scontrol", "sinfo", "srun", "sacctmgr", "sshare")
+
+
+def fake_slurm(tmp_path: Path) -> dict[str, str]:
+    """A bin folder of stand-in SLURM commands and the environment that puts it first on PATH."""
+    bin_dir, state = tmp_path / "slurm-bin", tmp_path / "slurm-state"
+    bin_dir.mkdir()
+    state.mkdir()
+    for tool in TOOLS:
+        script = bin_dir / tool
+        script.write_text(f"#!/bin/sh\nexec {sys.executable} {Path(__file__).parent / 'fake_slurm.py'} {tool} \"$@\"\n")
+        script.chmod(0o755)
+    return {"PATH": f"{bin_dir}:{Path(sys.executable).parent}:/usr/bin:/bin", "FAKE_SLURM_DIR": str(state),
+            "HOME": str(tmp_path), "USER": "tester"}
+
+
+def site_profile(tmp_path: Path) -> Path:
+    """profiles/slurm with the site's values set, as a user does once."""
+    profile = tmp_path / "profile"
+    shutil.copytree(REPO / "profiles" / "slurm", profile)
+    text = (profile / "config.yaml").read_text()
+    text = (text.replace("CHANGE_ME_account", "acct").replace("CHANGE_ME_cpu_partition", "cpu")
+            .replace("CHANGE_ME_gpu_partition", "gpu"))
+    (profile / "config.yaml").write_text(text)
+    return profile
+
+
+def sbatch_calls(env: dict[str, str]) -> list[dict]:
+    lines = (Path(env["FAKE_SLURM_DIR"]) / "sbatch.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def rule_of(call: dict) -> str:
+    """The rule of a job, from the comment the plugin gives it (rule_<name>[_wildcards_...])."""
+    args = call["args"]
+    comment = args[args.index("--comment") + 1] if "--comment" in args else ""
+    match = re.match(r"^rule_(.+?)(?:_wildcards_.*)?$", comment)
+    return match[1] if match else ""
+
+
+def test_demo_through_the_slurm_profile(tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    demo = {**TINY_DEMO, "train": {**TINY_TRAIN, "gpus": 1}, "run_splits": [1], "evaluate": {"chunks": 5, "workers": 0}}
+    write_config(work, {"demo": demo}, ["demo"])
+    env = fake_slurm(tmp_path)
+    profile = site_profile(tmp_path)
+    fast = ("--profile", str(profile), "--latency-wait", "5", "--slurm-init-seconds-before-status-checks", "1")
+    result = snakemake(work, *fast, env=env, cores=None)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    assert json.loads((work / "results/demo/metrics.json").read_text())["splits"] == 1
+
+    calls = sbatch_calls(env)
+    by_rule: dict[str, list[list[str]]] = {}
+    for call in calls:
+        by_rule.setdefault(rule_of(call), []).append(call["args"])
+    # trivial rules never become cluster jobs
+    assert not {"videos", "dataset_ready", "flow_manifest", "metrics", "plots", "aggregate", "all"} & set(by_rule)
+    gpu_rules = {"train_motion", "train_appearance", "train_st_resnet", "train_st_resnet_star", "evaluate"}
+    assert gpu_rules <= set(by_rule) and {"frames", "flow", "index", "demo_videos"} <= set(by_rule)
+    for rule, calls_of_rule in by_rule.items():
+        for args in calls_of_rule:
+            line = " ".join(args)
+            assert "-A acct" in line or "-A 'acct'" in line, line
+            if rule in gpu_rules:
+                assert "--gpus=1" in args and "-p gpu" in line.replace("'", ""), line
+                assert "--cpus-per-gpu=2" in args, line  # train.threads + loader workers (0 here)
+                assert "--mem 16000" in line, line
+            else:
+                assert not any(a.startswith("--gpus") for a in args) and "-p cpu" in line.replace("'", ""), line
+        if rule == "flow":
+            assert all("--cpus-per-task=8" in args for args in calls_of_rule)  # the profile's set-threads
+            # inside the job Snakemake runs with the CPUs the allocation has (8 on a cluster node;
+            # this machine's stand-in allocation is this machine)
+            log = next((work / "results/demo/logs/flow/dis").glob("0*.log")).read_text()
+            assert f"with {min(8, len(os.sched_getaffinity(0)))} threads" in log
+        if rule == "frames":
+            assert all("--cpus-per-task=1" in args and "--mem 2000" in " ".join(args) for args in calls_of_rule)
+
+    # two GPUs per training job: sbatch asks for both and the job runs one process per GPU
+    two = {**demo, "train": {**TINY_TRAIN, "gpus": 2}}
+    (tmp_path / "two.yaml").write_text(yaml.safe_dump({"datasets": {"demo": two}}))
+    n_before = len(calls)
+    result = snakemake(work, *fast, "--configfile", "config.yaml", str(tmp_path / "two.yaml"), "--forcerun",
+                       "train_motion", "--until", "train_motion", env=env, cores=None)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    assert job_counts(result.stdout + result.stderr) == {"train_motion": 1}
+    new = sbatch_calls(env)[n_before:]
+    assert len(new) == 1 and "--gpus=2" in new[0]["args"]
