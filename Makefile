@@ -33,6 +33,7 @@ bench: install  ## measure the stages; figures go to docs/benchmarks.md (bench_t
 	python benchmarks/bench_models.py --append docs/benchmarks.md
 	python benchmarks/bench_train.py
 	python benchmarks/bench_loader.py
+	python benchmarks/bench_checksums.py
 
 clean:
 	rm -rf results .snakemake

@@ -48,3 +48,20 @@ rule flow_manifest:
     shell:
         "python -m stresnet flow manifest --shards {input.shards} --frames-manifest {input.frames}"
         " --out {output} > {log} 2>&1"
+
+
+rule verify:
+    # every stored image against its CRC-32, every listed file against its SHA-256; asked for
+    # again with `snakemake --force results/<dataset>/verified.json`
+    input:
+        unpack(flow_input),
+    output:
+        paths.verified("{dataset}"),
+    params:
+        code=code_digest("verify"),
+    log:
+        paths.log("{dataset}", "verify"),
+    conda:
+        "../../envs/train.yaml"
+    shell:
+        "python -m stresnet verify --manifests {input.frames} {input.flow} --out {output} > {log} 2>&1"

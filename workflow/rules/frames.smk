@@ -14,6 +14,8 @@ rule frames:
         root=lambda wc: shlex.quote(dataset(wc.dataset)["root"]),
         short_side=lambda wc: setting(wc.dataset, "frames")["short_side"],
         quality=lambda wc: setting(wc.dataset, "frames")["jpeg_quality"],
+        tolerance=lambda wc: setting(wc.dataset, "frames")["partial_tolerance"],
+        accept_partial=lambda wc: "--accept-partial" if DATASETS[wc.dataset].get("accept_partial_videos") else "",
         code=code_digest("frames"),
     threads: 1
     resources:
@@ -27,4 +29,5 @@ rule frames:
     shell:
         "python -m stresnet frames --index {input.index} --shard {wildcards.shard} --root {params.root}"
         " --out {output.shard} --report {output.report} --short-side {params.short_side}"
-        " --jpeg-quality {params.quality} --threads {threads} > {log} 2>&1"
+        " --jpeg-quality {params.quality} --partial-tolerance {params.tolerance} {params.accept_partial}"
+        " --threads {threads} > {log} 2>&1"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib
 import sys
 
+from .errors import run_stage
+
 STAGES = {
     "demo": "generate the synthetic demo dataset",
     "fetch": "download and unpack an official dataset archive",
@@ -17,6 +19,7 @@ STAGES = {
     "metrics": "Table 3's figures of a split from the saved scores; the mean over splits",
     "report": "plots: training curves and the confusion matrix",
     "predict": "top-5 classes of one video file with a trained model folder",
+    "verify": "check a dataset's stored frames, flow and models byte for byte; list what is damaged",
     "devices": "run a command on GPUs of its own (CUDA_VISIBLE_DEVICES from a locked pool)",
 }
 
@@ -27,7 +30,8 @@ def main(argv: list[str] | None = None) -> None:
         lines = "\n".join(f"  {name:8s} {text}" for name, text in STAGES.items())
         print(f"usage: stresnet <stage> [options]\n\nstages:\n{lines}", file=sys.stderr)
         sys.exit(0 if argv and argv[0] in ("-h", "--help") else 2)
-    importlib.import_module(f"stresnet.{argv[0]}").main(argv[1:])
+    stage = importlib.import_module(f"stresnet.{argv[0]}")
+    run_stage(argv[0], lambda: stage.main(argv[1:]))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from .data import VideoStore, WholeVideoDataset, network_inputs, open_videos, quiet_worker
+from .errors import run_stage
 from .manifest import file_sha256
 from .models import fold_batch_norm, load_checkpoint, two_stream
 from .progress import Progress
@@ -107,4 +108,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage("evaluate", main)

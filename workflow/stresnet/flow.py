@@ -26,9 +26,10 @@ import numpy as np
 
 from . import __version__
 from .flow_reader import quantize
+from .errors import SettingError, run_stage
 from .manifest import write_manifest
 from .progress import Progress
-from .store import ShardError, ShardReader, ShardWriter, encode_jpeg
+from .store import ShardError, ShardReader, ShardWriter, decode_jpeg, encode_jpeg
 
 log = logging.getLogger(__name__)
 Estimator = Callable[[np.ndarray, np.ndarray], np.ndarray]  # grey frames -> (H, W, 2) float32
@@ -49,7 +50,7 @@ class FlowMethod:
     def __init__(self, params: Mapping[str, Any] | None = None):
         unknown = set(params or {}) - set(self.defaults) - set(self.optional)
         if unknown:
-            raise ValueError(f"unknown {self.name} parameter(s): {', '.join(sorted(unknown))}")
+            raise SettingError(f"unknown {self.name} parameter(s): {', '.join(sorted(unknown))}")
         self.params = {**self.defaults, **(params or {})}
 
     def create(self) -> Estimator:
@@ -111,7 +112,7 @@ class Dis(_OpenCVObject):
 
     def _new(self) -> Any:
         if self.params["preset"] not in self.presets:
-            raise ValueError(f"dis preset must be one of {', '.join(self.presets)}")
+            raise SettingError(f"dis preset must be one of {', '.join(self.presets)}")
         return cv2.DISOpticalFlow_create(self.presets[self.params["preset"]])
 
     def _recorded(self) -> list[str]:
@@ -138,18 +139,15 @@ METHODS: dict[str, type[FlowMethod]] = {m.name: m for m in (Tvl1, Dis, Farneback
 
 def flow_method(name: str, params: Mapping[str, Any] | None = None) -> FlowMethod:
     if name not in METHODS:
-        raise ValueError(f"unknown flow method {name!r}; choose one of {', '.join(METHODS)}")
+        raise SettingError(f"unknown flow method {name!r}; choose one of {', '.join(METHODS)}")
     return METHODS[name](params)
 
 
 def _decode_grey(data: np.ndarray, where: str) -> np.ndarray:
-    # libjpeg fills a cut image with grey and only warns, so check the end-of-image marker too
-    if len(data) < 4 or bytes(data[:2]) != b"\xff\xd8" or bytes(data[-2:]) != b"\xff\xd9":
-        raise ShardError(f"{where}: corrupt JPEG data (missing start or end marker)")
-    image = cv2.imdecode(np.asarray(data), cv2.IMREAD_GRAYSCALE)
-    if image is None:
-        raise ShardError(f"{where}: corrupt JPEG data")
-    return image
+    try:
+        return decode_jpeg(data, grey=True)
+    except ValueError as e:
+        raise ShardError(f"{where}: {e}") from e
 
 
 class _Worker:
@@ -193,11 +191,11 @@ def compute_shard(frames: str | Path, out: str | Path, method: str = "tvl1",
     """Write the flow of every video of the frame shard `frames` to `out`; returns counts."""
     algo = flow_method(method, params)
     if bound <= 0:
-        raise ValueError("bound must be positive")
+        raise SettingError("bound must be positive")
     try:
         effective = algo.effective_params()
     except cv2.error as e:
-        raise ValueError(f"{method} parameters {dict(params or {})} rejected by OpenCV: {e}") from e
+        raise SettingError(f"{method} parameters {dict(params or {})} rejected by OpenCV: {e}") from e
     reader = ShardReader(frames, expect={"stage": "frames"})
     attrs = {"stage": "flow", "method": method, "params": effective,
              "bound": bound, "jpeg_quality": jpeg_quality, "frames": reader.attrs,
@@ -304,10 +302,9 @@ def main(argv: list[str] | None = None) -> None:
         log.info("%s: %d videos, %d flow fields (%s) in %.0f s, %.1f fields/s with %d threads -> %s", args.frames,
                  counts["videos"], counts["fields"], args.method, seconds, counts["fields"] / max(seconds, 1e-9),
                  args.threads, args.out)
-    except (ShardError, ValueError) as e:
-        log.error("%s", e)
-        sys.exit(1)
+    except cv2.error as e:  # OpenCV's own refusal of a frame pair is a fault of the data
+        raise ShardError(f"{args.frames}: OpenCV could not compute the flow ({e}); rebuild the frame shard") from e
 
 
 if __name__ == "__main__":
-    main()
+    run_stage("flow", main)

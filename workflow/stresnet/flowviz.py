@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
+
 from pathlib import Path
 
 import cv2
 import numpy as np
 from PIL import Image
 
+from .errors import SettingError, run_stage
 from .flow_reader import FlowReader
-from .store import ShardError, ShardReader, shard_attrs
+from .store import ShardReader, shard_attrs
 
 log = logging.getLogger(__name__)
-
 
 def flow_to_colour(u: np.ndarray, v: np.ndarray, max_flow: float) -> np.ndarray:
     """Displacement components in px -> RGB uint8 image (hue: direction, value: magnitude)."""
@@ -32,7 +32,6 @@ def flow_to_colour(u: np.ndarray, v: np.ndarray, max_flow: float) -> np.ndarray:
     hsv[..., 2] = np.clip(magnitude * (255.0 / max_flow), 0, 255).astype(np.uint8)
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
 
-
 def colour_wheel(size: int) -> np.ndarray:
     """The key: the colour of every displacement within a disc of radius max_flow."""
     r = np.linspace(-1, 1, size, dtype=np.float32)
@@ -41,13 +40,11 @@ def colour_wheel(size: int) -> np.ndarray:
     wheel[np.hypot(u, v) > 1] = 255
     return wheel
 
-
 def _label(image: np.ndarray, text: str) -> None:
     scale = max(0.35, image.shape[0] / 400)
     for colour, width in (((0, 0, 0), 3), ((255, 255, 255), 1)):
         cv2.putText(image, text, (4, int(16 * scale / 0.4)), cv2.FONT_HERSHEY_SIMPLEX, scale,
                     colour, width, cv2.LINE_AA)
-
 
 def render(frames: ShardReader, flow: FlowReader, key: str, fields: list[int],
            max_flow: float | None = None, height: int | None = None) -> np.ndarray:
@@ -70,7 +67,6 @@ def render(frames: ShardReader, flow: FlowReader, key: str, fields: list[int],
         rows.append(np.hstack(row))
     return np.vstack(rows)
 
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stresnet flowviz", description=__doc__)
     p.add_argument("--flow", required=True, help="flow shard (HDF5)")
@@ -83,7 +79,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--colours", type=int, help="write a palette PNG of at most this many colours "
                    "(2..256; about a third of the size)")
     return p
-
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -104,11 +99,9 @@ def main(argv: list[str] | None = None) -> None:
                                dither=Image.Dither.NONE)
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         png.save(args.out, format="PNG", optimize=True)
-    except (ShardError, ValueError, OSError) as e:
-        log.error("%s", e)
-        sys.exit(1)
+    except OSError as e:  # the image could not be written
+        raise SettingError(f"{args.out}: cannot write the image ({e}); choose another --out") from e
     log.info("%s: video %r, fields %s -> %s", args.flow, key, fields, args.out)
 
-
 if __name__ == "__main__":
-    main()
+    run_stage("flowviz", main)

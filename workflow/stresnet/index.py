@@ -6,18 +6,18 @@ from __future__ import annotations
 import argparse
 import hashlib
 import logging
-import sys
+
 from pathlib import Path
 
 import pandas as pd
 
 from .datasets import FORMATS, DatasetError, load_table
+from .errors import SettingError, run_stage
 from .manifest import write_manifest
 from .store import ShardError, shard_attrs
 
 log = logging.getLogger(__name__)
-REPORT_COLUMNS = ["path", "n_frames", "fps", "width", "height", "status", "message"]
-
+REPORT_COLUMNS = ["path", "n_frames", "expected_frames", "fps", "width", "height", "status", "message"]
 
 def write_csv_atomic(table: pd.DataFrame, path: str | Path) -> None:
     path = Path(path)
@@ -26,30 +26,24 @@ def write_csv_atomic(table: pd.DataFrame, path: str | Path) -> None:
     table.to_csv(tmp, index=False)
     tmp.replace(path)
 
-
 def read_table(path: str | Path) -> pd.DataFrame:
     """A table written by this package, with split and shard columns kept as text."""
     return pd.read_csv(path, dtype={"shard": str, "message": str}, keep_default_na=False)
-
 
 def assign_shards(videos: pd.Series, shard_size: int) -> list[str]:
     """Each video's shard, from a hash of its path: about shard_size videos per shard, and adding
     or removing a video changes no other video's shard (unless the shard count changes)."""
     if shard_size < 1:
-        raise ValueError("shard_size must be at least 1")
+        raise SettingError(f"shard_size {shard_size}: must be at least 1")
     n = max(1, round(len(videos) / shard_size))
     return [f"{int(hashlib.sha1(p.encode()).hexdigest()[:12], 16) % n:05d}" for p in videos]
-
 
 def build_index(fmt: str, root: str | Path, splits: str | Path | None, shard_size: int,
                 **options) -> pd.DataFrame:
     """The dataset's videos, each assigned to a shard (`assign_shards`)."""
-    if shard_size < 1:
-        raise ValueError("shard_size must be at least 1")
     table = load_table(fmt, root, splits, **options)
     table["shard"] = assign_shards(table["path"], shard_size)
     return table
-
 
 def merge_reports(index: pd.DataFrame, reports: list[pd.DataFrame]) -> pd.DataFrame:
     """videos.csv: the index joined with what frame extraction found for every video."""
@@ -60,7 +54,6 @@ def merge_reports(index: pd.DataFrame, reports: list[pd.DataFrame]) -> pd.DataFr
         raise ValueError(f"no extraction report for {missing.sum()} videos, e.g. "
                          f"{table.loc[missing, 'path'].iloc[0]}")
     return table
-
 
 def frames_manifest(out: str | Path, videos_csv: str | Path, shards: list[str | Path], summary: dict) -> dict:
     """The frame stage's manifest (dataset_ready.json): videos.csv and every frame shard with
@@ -75,7 +68,6 @@ def frames_manifest(out: str | Path, videos_csv: str | Path, shards: list[str | 
     files = {"videos": videos_csv, **{Path(s).stem: s for s in shards}}
     return write_manifest(out, "frames", settings, files, summary=summary)
 
-
 def check_ready(videos: pd.DataFrame, skip_bad: bool) -> dict:
     """Refuse a dataset with bad videos unless they are to be skipped; returns a summary."""
     bad = videos[videos["status"] != "ok"]
@@ -88,7 +80,6 @@ def check_ready(videos: pd.DataFrame, skip_bad: bool) -> dict:
         )
     return {"videos": int(len(videos)), "good": int(len(videos) - len(bad)),
             "skipped": int(len(bad)), "classes": int(videos["label"].nunique())}
-
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stresnet index", description=__doc__)
@@ -113,7 +104,6 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", required=True, help="the frames manifest, written when the dataset is usable")
     return p
 
-
 def run(args: argparse.Namespace) -> None:
     if args.command == "build":
         options = {"test_fraction": args.test_fraction, "seed": args.seed} if args.format == "folder" else {}
@@ -130,16 +120,10 @@ def run(args: argparse.Namespace) -> None:
         summary = check_ready(read_table(args.videos), args.skip_bad)
         frames_manifest(args.out, args.videos, args.shards, summary)
 
-
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
-    try:
-        run(args)
-    except (DatasetError, ShardError, ValueError) as e:
-        log.error("%s", e)
-        sys.exit(1)
-
+    run(args)
 
 if __name__ == "__main__":
-    main()
+    run_stage("index", main)

@@ -14,10 +14,12 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
+from .errors import InputError
+
 VERSION = 1
 
 
-class ManifestError(Exception):
+class ManifestError(InputError):
     """A manifest that is missing, of another stage, or whose files changed since it was written."""
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import run_stage
+
 log = logging.getLogger(__name__)
 # Table 3's columns: which saved scores give each stage
 STAGES = {"appearance": ("two_stream", "appearance"), "motion": ("two_stream", "motion"),
@@ -88,4 +90,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage("metrics", main)

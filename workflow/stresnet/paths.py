@@ -60,6 +60,11 @@ def flow_manifest(ds: str, method: str) -> str:
     return f"{RESULTS}/{ds}/flow/{method}/manifest.json"
 
 
+def verified(ds: str) -> str:
+    """What `stresnet verify` found of the dataset's stored frames and flow (written when intact)."""
+    return f"{RESULTS}/{ds}/verified.json"
+
+
 def split_dir(ds: str, split: str | int) -> str:
     return f"{RESULTS}/{ds}/split{split}"
 

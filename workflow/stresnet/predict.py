@@ -12,6 +12,7 @@ import torch
 
 from .data import flow_tensor, rgb_tensor, spread_positions, usable_frames
 from .evaluate import inference_model, video_scores
+from .errors import SettingError, run_stage
 from .flow import flow_method
 from .flow_reader import quantize, stack_indices
 from .models import load_checkpoint
@@ -26,7 +27,8 @@ def find_model(model_dir: Path) -> Path:
     for kind in MODEL_PREFERENCE:
         if (path := model_dir / kind / "model.pt").is_file():
             return path
-    raise FileNotFoundError(f"{model_dir}: no st_resnet_star/model.pt or st_resnet/model.pt")
+    raise SettingError(f"{model_dir}: no st_resnet_star/model.pt or st_resnet/model.pt; "
+                       "give --model-dir a trained split folder, results/<dataset>/split<k>")
 
 
 def flow_stacks(frames: list[np.ndarray], positions: np.ndarray, flow: dict) -> list[np.ndarray]:
@@ -46,11 +48,12 @@ def flow_stacks(frames: list[np.ndarray], positions: np.ndarray, flow: dict) -> 
 
 
 def predict(video: str | Path, model_dir: str | Path, top: int = 5, chunks: int = 25) -> list[tuple[str, float]]:
-    checkpoint = load_checkpoint(find_model(Path(model_dir)))
+    path = find_model(Path(model_dir))
+    checkpoint = load_checkpoint(path, path.parent.name)
     info = checkpoint.extra["info"]
     frames = list(VideoReader(video, info["short_side"]))
     if len(frames) < 2:
-        raise ValueError(f"{video}: {len(frames)} frame(s); at least 2 are needed for optical flow")
+        raise SettingError(f"{video}: {len(frames)} frame(s); at least 2 are needed for optical flow")
     positions = spread_positions(usable_frames(len(frames)), chunks)
     picked = [frames[t] for t in positions]
     stacks = flow_stacks(frames, positions, info["flow"])
@@ -76,4 +79,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage("predict", main)

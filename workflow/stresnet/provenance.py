@@ -17,6 +17,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .errors import InputError
+
 PACKAGE = Path(__file__).parent
 
 
@@ -85,7 +87,7 @@ def tmp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
-class OutputLocked(RuntimeError):
+class OutputLocked(InputError):
     """Another live process holds the output folder."""
 
 

@@ -16,6 +16,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from .index import read_table  # noqa: E402
+from .errors import run_stage
 from .metrics import STAGES, confusion  # noqa: E402
 
 # Table 3 of the paper (mean over the three splits), for datasets in the official formats
@@ -147,4 +148,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage("report", main)

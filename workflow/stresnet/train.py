@@ -14,7 +14,7 @@ import hashlib
 import json
 import logging
 import os
-import sys
+
 import time
 from pathlib import Path
 from typing import Any
@@ -27,18 +27,18 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from .data import ClipDataset, SampleSchedule, VideoStore, network_inputs, open_videos, quiet_worker
-from .manifest import ManifestError, file_sha256
+from .errors import SettingError, run_stage
+from .manifest import file_sha256
 from .models import (appearance_stream, build_model, convert_sub_batch_norm, load_checkpoint,
                      load_weights, motion_stream, save_checkpoint, set_chunks, st_resnet)
 from .progress import Progress
-from .provenance import OutputLock, OutputLocked, changes
+from .provenance import OutputLock, changes
 from .runtime import autocast, setup_process
 
 log = logging.getLogger(__name__)
 PHASES = ("motion", "appearance", "st_resnet", "st_resnet_star")
 INPUTS = {"motion": ("flow",), "appearance": ("rgb",), "st_resnet": ("rgb", "flow"),
           "st_resnet_star": ("rgb", "flow")}
-
 
 def lr_at(it: int, schedule: list[list[float]]) -> float:
     """Table 2's step schedule: [[lr, iterations], ...] -> learning rate of step `it`."""
@@ -48,14 +48,11 @@ def lr_at(it: int, schedule: list[list[float]]) -> float:
         it -= iterations
     return float(schedule[-1][0])
 
-
 def total_iterations(schedule: list[list[float]]) -> int:
     return int(sum(iterations for _, iterations in schedule))
 
-
 def digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
-
 
 def initial_model(phase: str, num_classes: int, pretrained: str, init: list[str],
                   flow: dict[str, Any] | None = None) -> nn.Module:
@@ -82,13 +79,11 @@ def initial_model(phase: str, num_classes: int, pretrained: str, init: list[str]
     model.load_state_dict(previous.model.state_dict())  # max pooling adds no parameters
     return model
 
-
 def retarget_stream(stream: nn.Module, num_classes: int) -> nn.Module:
     """A trained stream with a new classifier for `num_classes` classes (Sec. 4.1: "our HMDB51
     motion stream is initialized from the UCF101 model"); every other weight is kept."""
     stream.fc = nn.Linear(stream.fc.in_features, num_classes)
     return stream
-
 
 def clip_loss(model: nn.Module, phase: str, batch: dict[str, torch.Tensor], chunks: int) -> tuple[torch.Tensor, int]:
     """The loss of a micro-batch, averaged over its clips; and the hits of the summed scores.
@@ -112,10 +107,8 @@ def clip_loss(model: nn.Module, phase: str, batch: dict[str, torch.Tensor], chun
     hits = (sum(streams).mean(1).argmax(1) == labels).sum().item()
     return loss, hits
 
-
 def file_identity(path: str) -> dict[str, Any]:
     return {"path": path, "sha256": file_sha256(path)}
-
 
 class Trainer:
     """The training loop of one phase (after nanoGPT's train.py).
@@ -147,7 +140,7 @@ class Trainer:
         videos, frames, flow = open_videos(args.frames_manifest, args.flow_manifest if "flow" in wants else None)
         train = videos[(videos[f"split{args.split}"] == "train") & (videos["status"] == "ok")]
         if train.empty:
-            raise ValueError(f"{frames.path}: no usable training videos in split {args.split}")
+            raise SettingError(f"{frames.path}: no usable training videos in split {args.split}; check run_splits")
         self.num_classes = int(videos["label"].max()) + 1
         store = VideoStore(train, frames, flow)
         classes = videos.sort_values("label").drop_duplicates("label")["class"]
@@ -304,7 +297,6 @@ class Trainer:
             dist.barrier()
             dist.destroy_process_group()
 
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stresnet train", description=__doc__)
     p.add_argument("--phase", required=True, choices=PHASES)
@@ -324,19 +316,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     return p
 
-
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     setup_process(args.threads)
     speed = {"workers": 2, "micro_batch": args.config["bn_batch"], "checkpoint_every": 500, **args.speed}
-    try:
-        trainer = Trainer(args, args.config, speed)
-    except (OutputLocked, ManifestError) as e:
-        log.error("%s", e)
-        sys.exit(1)
-    trainer.fit()
-
+    Trainer(args, args.config, speed).fit()
 
 if __name__ == "__main__":
-    main()
+    run_stage("train", main)

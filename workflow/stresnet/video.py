@@ -15,8 +15,10 @@ from typing import IO, Iterator
 import ffmpeg
 import numpy as np
 
+from .errors import InputError
 
-class VideoError(Exception):
+
+class VideoError(InputError):
     """A video that cannot be used; `status` is a short machine-readable cause."""
 
     def __init__(self, path: str | Path, status: str, detail: str):
@@ -174,6 +176,8 @@ class VideoReader:
         short = riff_shortfall(self.path)
         if short:
             raise VideoError(self.path, "truncated", short)
+        if info is None and "Stream #0" in log and "Video:" not in log.split("Stream mapping:", 1)[0]:
+            raise VideoError(self.path, "undecodable", "no video stream (the file holds only other streams)")
         if n == 0 or info is None:
             raise VideoError(self.path, "undecodable", _last_error(log))
         info.n_frames = n

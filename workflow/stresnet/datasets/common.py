@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable
 
+from ..errors import InputError
+
 VIDEO_SUFFIXES = (".avi", ".mp4", ".mkv", ".webm", ".mov", ".mpg", ".mpeg", ".m4v", ".flv", ".wmv")
 
 
-class DatasetError(Exception):
+class DatasetError(InputError):
     """A dataset that cannot be read as declared: the message names the file and the cause."""
 
 

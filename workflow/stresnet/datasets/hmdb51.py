@@ -31,10 +31,10 @@ def load_table(root: Path, splits: Path) -> pd.DataFrame:
         raise DatasetError(f"{splits}: {len(missing)} HMDB51 split files missing: {', '.join(missing)}")
     membership: dict[str, dict[str, str]] = {}
     for (cls, k), path in sorted(found.items()):
-        for line in read_lines(path):
-            name, _, tag = line.rpartition(" ")
+        for number, line in enumerate(read_lines(path), 1):
+            name, _, tag = line.rpartition(" ")  # every name is data: the tag is after the last space
             if tag not in TAGS or not name:
-                raise DatasetError(f"{path}: malformed line {line!r}, expected '<video> <0|1|2>'")
+                raise DatasetError(f"{path}, line {number}: {line!r}: expected '<video> <0|1|2>'; fix the line")
             membership.setdefault(f"{cls}/{name.strip()}", {})[f"split{k}"] = TAGS[tag]
     rows = [
         {"path": video, "class": video.split("/")[0],

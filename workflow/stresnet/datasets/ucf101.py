@@ -28,16 +28,21 @@ def read_class_index(path: Path) -> list[str]:
     return [classes[k] for k in range(1, len(classes) + 1)]
 
 
-def _split_entries(path: Path, classes: list[str]) -> list[str]:
+def _split_entries(path: Path, classes: list[str], labelled: bool) -> list[str]:
+    """The videos a split file lists. Every name is data: a train list line is split at its last
+    space (`<Class>/<video name, spaces allowed> <label>`), a test list line is all name."""
     entries = []
-    for line in read_lines(path):
-        video, *label = line.replace("\\", "/").split()
+    for number, line in enumerate(read_lines(path), 1):
+        video, label = line.rsplit(" ", 1) if labelled and " " in line else (line, None)
+        video = video.strip().replace("\\", "/")
         cls = video.split("/")[0]
-        if cls not in classes:
-            raise DatasetError(f"{path}: {video} is of class {cls!r}, which classInd.txt lacks")
-        if label and int(label[0]) != classes.index(cls) + 1:
-            raise DatasetError(f"{path}: {video} has label {label[0]}, classInd.txt says "
-                               f"{classes.index(cls) + 1}")
+        where = f"{path}, line {number}: {line!r}"
+        if labelled and (label is None or not label.isdigit()):
+            raise DatasetError(f"{where}: expected '<Class>/<video> <label>' with a numeric label; fix the line")
+        if "/" not in video or cls not in classes:
+            raise DatasetError(f"{where}: class {cls!r} is not in classInd.txt; fix the line or classInd.txt")
+        if label is not None and int(label) != classes.index(cls) + 1:
+            raise DatasetError(f"{where}: label {label}, classInd.txt says {classes.index(cls) + 1} for {cls}")
         entries.append(video)
     return entries
 
@@ -51,7 +56,7 @@ def load_table(root: Path, splits: Path) -> pd.DataFrame:
     membership: dict[str, dict[str, str]] = {}
     for col, k in zip(split_columns(N_SPLITS), range(1, N_SPLITS + 1)):
         for kind in ("train", "test"):
-            for video in _split_entries(splits / f"{kind}list0{k}.txt", classes):
+            for video in _split_entries(splits / f"{kind}list0{k}.txt", classes, labelled=kind == "train"):
                 membership.setdefault(video, {})[col] = kind
     rows = [
         {"path": video, "class": video.split("/")[0],

@@ -1,5 +1,6 @@
 """Checkpoints of every model kind: the state dict beside the arguments that rebuild the model."""
 
+import hashlib
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -10,9 +11,24 @@ from torchvision.models import ResNet
 from .st_resnet import STResNet, TwoStream, st_resnet, two_stream
 from .streams import appearance_stream, load_weights_only, motion_stream
 from .temporal import TemporalMaxPool
+from ..errors import InputError
 from ..provenance import tmp_name
 
 KINDS = ("appearance", "motion", "two_stream", "st_resnet", "st_resnet_star")
+
+
+class CheckpointError(InputError, ValueError):
+    """A model file that is not a checkpoint of the kind expected, or whose weights changed."""
+
+
+def weights_digest(state: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of a state dict's names, dtypes, shapes and bytes: checked on every load."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 class Checkpoint(NamedTuple):
@@ -65,7 +81,8 @@ def save_checkpoint(path: str | Path, model: nn.Module, extra: dict[str, Any] | 
     path = Path(path)
     state = {k: v.cpu() for k, v in model.state_dict().items()}
     tmp = tmp_name(path)
-    torch.save({"meta": model_meta(model), "state_dict": state, "extra": extra or {}}, tmp)
+    torch.save({"meta": model_meta(model), "state_dict": state, "extra": extra or {},
+                "sha256": weights_digest(state)}, tmp)
     unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(tmp)
     if unsafe:  # fail now rather than when the weights-only load refuses the file
         tmp.unlink()
@@ -74,9 +91,15 @@ def save_checkpoint(path: str | Path, model: nn.Module, extra: dict[str, Any] | 
 
 
 def _read(path: Path) -> dict[str, Any]:
-    ckpt = load_weights_only(path, "checkpoint")
+    try:
+        ckpt = load_weights_only(path, "checkpoint")
+    except (ValueError, FileNotFoundError) as e:
+        raise CheckpointError(str(e)) from e
     if not (isinstance(ckpt, dict) and isinstance(ckpt.get("meta"), dict) and ckpt["meta"].get("kind") in KINDS):
-        raise ValueError(f"{path} is not a stresnet model checkpoint (no model kind in it)")
+        raise CheckpointError(f"{path} is not a stresnet model checkpoint (no model kind in it)")
+    if ckpt.get("sha256") != weights_digest(ckpt["state_dict"]):
+        raise CheckpointError(f"{path}: its weights differ from the digest saved with them (damaged, or written "
+                              f"by another version); rebuild it: snakemake --force {path}, then snakemake")
     return ckpt
 
 
@@ -85,7 +108,7 @@ def _load_state(model: nn.Module, ckpt: dict[str, Any], path: Path) -> None:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as err:
         kind = ckpt["meta"]["kind"]
-        raise ValueError(f"{path}: its weights do not fit the {kind} model its metadata names: {err}") from err
+        raise CheckpointError(f"{path}: its weights do not fit the {kind} model its metadata names: {err}") from err
 
 
 def load_checkpoint(path: str | Path, kind: str | None = None) -> Checkpoint:
@@ -94,7 +117,7 @@ def load_checkpoint(path: str | Path, kind: str | None = None) -> Checkpoint:
     ckpt = _read(path)
     saved = ckpt["meta"]["kind"]
     if kind is not None and saved != kind:
-        raise ValueError(f"{path} holds a {saved} model, not the {kind} model expected")
+        raise CheckpointError(f"{path} holds a {saved} model, not the {kind} model expected")
     model = build_model(ckpt["meta"])
     _load_state(model, ckpt, path)
     return Checkpoint(model, ckpt["meta"], ckpt["extra"])
@@ -106,7 +129,7 @@ def load_weights(model: nn.Module, path: str | Path) -> dict[str, Any]:
     ckpt = _read(path)
     saved, wanted = ckpt["meta"], model_meta(model)
     if saved != wanted:
-        raise ValueError(
+        raise CheckpointError(
             f"{path} holds a {saved['kind']} model, cannot load it into a {wanted['kind']} model "
             f"(checkpoint {saved}, model {wanted})"
         )

@@ -1,0 +1,29 @@
+"""Expected faults and how every command reports them.
+
+An `InputError` is a fault of the input, not of the code: a broken video, a damaged or missing
+file, a malformed split file, a wrong setting. Its message names the file or key, the cause and
+what to do. Every stage's entry prints it as one line, `stresnet <stage>: <message>`, and exits
+1; any other exception is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable
+
+
+class InputError(Exception):
+    """A fault of the input; the message names the file or key, the cause and what to do."""
+
+
+class SettingError(InputError, ValueError):
+    """A setting (flag or config value) that cannot be used."""
+
+
+def run_stage(stage: str, main: Callable[[], None]) -> None:
+    """Run a stage's main, reporting an InputError as one line and exit status 1."""
+    try:
+        main()
+    except InputError as e:
+        print(f"stresnet {stage}: {' '.join(str(e).split())}", file=sys.stderr)
+        sys.exit(1)
