@@ -159,6 +159,18 @@ def test_samples_of_a_step_do_not_depend_on_the_micro_batch():
         SampleSchedule(40, batch=256, bn=86, micro=100, seed=1)
 
 
+def test_sample_plan_is_lazy():
+    """Table 2's motion phase x 10 on UCF101: nothing is listed ahead, any step can be drawn."""
+    s = SampleSchedule(13320, batch=256, bn=86, micro=86, seed=0, strides=(1, 1))
+    plan = s.loader_batches(0, 400_000)
+    assert len(plan) == 400_000 * 3
+    first = next(iter(plan))
+    assert len(first) == 86 and first == s.micro_batch(0, 0)
+    late = s.micro_batch(399_999, 2)
+    assert len(late) == 84 and all(0 <= v < 13320 for v, _, _ in late)
+    assert list(s.loader_batches(5, 7, ranks=3, rank=1)) == [s.micro_batch(5, 1), s.micro_batch(6, 1)]
+
+
 def test_schedule_shared_between_processes():
     s = SampleSchedule(30, batch=16, bn=4, micro=4, seed=0)
     one = list(s.batches(0, 3))

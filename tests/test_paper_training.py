@@ -69,3 +69,28 @@ def test_motion_stream_starts_from_another_datasets_motion_stream(tmp_path):
     with pytest.raises(ValueError, match=rf"{path} was trained on flow made with .*tvl1"):
         initial_model("motion", 51, "none", [str(path)], {**FLOW, "method": "tvl1"})
     assert load_checkpoint(path).meta["num_classes"] == 101  # the source is left as it was
+
+
+def test_micro_batch_of_four_bn_groups_gives_the_same_gradients(streams):
+    """micro_batch is a speed setting: one pass over 4 BN groups (sub-batch BN, Sec. 3.3) and
+    4 accumulated passes of one group each give the same step (float64)."""
+    import copy
+
+    from stresnet.models import convert_sub_batch_norm
+
+    torch.manual_seed(4)
+    batch = {"flow": torch.randn(8, 1, 20, 32, 32, dtype=torch.float64), "label": torch.tensor([0, 1, 2, 3, 4, 0, 1, 2])}
+
+    def gradients(model, micro):
+        model.train()
+        for m in range(0, 8, micro):
+            part = {k: v[m:m + micro] for k, v in batch.items()}
+            loss, _ = clip_loss(model, "motion", part, 1)
+            (loss * micro / 8).backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    plain = copy.deepcopy(streams[1])
+    grouped = convert_sub_batch_norm(copy.deepcopy(streams[1]), 2)
+    small, large = gradients(plain, 2), gradients(grouped, 8)
+    for name in small:
+        torch.testing.assert_close(large[name], small[name], rtol=1e-9, atol=1e-12)

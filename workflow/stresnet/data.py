@@ -260,7 +260,8 @@ class SampleSchedule:
     (Table 2's 256 with 86: 86 + 86 + 84), and a micro-batch holds `micro` / `bn` whole groups,
     so `micro` (a multiple of `bn`) sets only the speed. Videos are visited in a fresh seeded
     permutation each epoch; each sample has its own seed (start, crop, flip); each step draws
-    one temporal stride from `strides` (Table 2: per batch).
+    one temporal stride from `strides` (Table 2: per batch). Nothing is listed ahead: a step's plan
+    is drawn when it is needed, so start-up time and memory do not grow with the schedule.
     """
 
     def __init__(self, n_videos: int, batch: int, bn: int, micro: int, seed: int,
@@ -273,6 +274,7 @@ class SampleSchedule:
         self.sizes = [min(micro, batch - a) for a in starts]
         self.offsets = np.concatenate([[0], np.cumsum(self.sizes)])
         self._perms: dict[int, np.ndarray] = {}
+        self._plan: tuple[int, np.ndarray, int] | None = None
 
     @property
     def accumulation(self) -> int:
@@ -284,14 +286,39 @@ class SampleSchedule:
             self._perms = {epoch: np.random.default_rng([self.seed, epoch]).permutation(self.n)}
         return int(self._perms[epoch][s % self.n])
 
+    def _step(self, it: int) -> tuple[np.ndarray, int]:
+        """Step `it`'s sample seeds and temporal stride, from one generator per step."""
+        if self._plan is None or self._plan[0] != it:
+            rng = np.random.default_rng([self.seed, it])
+            self._plan = (it, rng.integers(2**31, size=self.batch), int(rng.integers(self.strides[0], self.strides[1] + 1)))
+        return self._plan[1], self._plan[2]
+
     def micro_batch(self, it: int, m: int) -> list[tuple[int, int, int]]:
-        first = it * self.batch + int(self.offsets[m])
-        stride = int(np.random.default_rng([self.seed, it, 1]).integers(self.strides[0], self.strides[1] + 1))
-        return [(self._video(s), int(np.random.default_rng([self.seed, s]).integers(2**31)), stride)
-                for s in range(first, first + self.sizes[m])]
+        seeds, stride = self._step(it)
+        first = it * self.batch
+        return [(self._video(first + j), int(seeds[j]), stride)
+                for j in range(int(self.offsets[m]), int(self.offsets[m + 1]))]
+
+    def loader_batches(self, start: int, stop: int, ranks: int = 1, rank: int = 0) -> "LazyBatches":
+        """The micro-batches of steps start..stop-1 of process `rank`, as a DataLoader batch_sampler
+        that draws each when the loader asks for it."""
+        return LazyBatches(self, start, stop, ranks, rank)
 
     def batches(self, start: int, stop: int, ranks: int = 1, rank: int = 0) -> Iterator[list[tuple[int, int, int]]]:
         """Micro-batches of steps start..stop-1 that process `rank` of `ranks` takes."""
         for it in range(start, stop):
             for m in range(rank, self.accumulation, ranks):
                 yield self.micro_batch(it, m)
+
+
+class LazyBatches:
+    """A batch_sampler over a SampleSchedule: its length is known, its batches drawn on demand."""
+
+    def __init__(self, schedule: SampleSchedule, start: int, stop: int, ranks: int, rank: int):
+        self.schedule, self.start, self.stop, self.ranks, self.rank = schedule, start, stop, ranks, rank
+
+    def __len__(self) -> int:
+        return (self.stop - self.start) * len(range(self.rank, self.schedule.accumulation, self.ranks))
+
+    def __iter__(self) -> Iterator[list[tuple[int, int, int]]]:
+        return self.schedule.batches(self.start, self.stop, self.ranks, self.rank)

@@ -25,5 +25,8 @@ def run_stage(stage: str, main: Callable[[], None]) -> None:
     try:
         main()
     except InputError as e:
-        print(f"stresnet {stage}: {' '.join(str(e).split())}", file=sys.stderr)
+        message = str(e)
+        if "Original Traceback" in message:  # raised in a DataLoader worker: its last line is the error
+            message = message.strip().splitlines()[-1].split(": ", 1)[-1]
+        print(f"stresnet {stage}: {' '.join(message.split())}", file=sys.stderr)
         sys.exit(1)

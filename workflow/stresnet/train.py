@@ -236,7 +236,7 @@ class Trainer:
             writer.writerows(self.curves)
 
     def _loader(self) -> DataLoader:
-        batches = list(self.schedule.batches(self.start, self.iterations, self.world, self.rank))
+        batches = self.schedule.loader_batches(self.start, self.iterations, self.world, self.rank)
         return DataLoader(self.dataset, batch_sampler=batches, num_workers=self.speed["workers"],
                           worker_init_fn=quiet_worker, pin_memory=self.device.type == "cuda")
 
