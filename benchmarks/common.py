@@ -34,7 +34,9 @@ def video_files(root: Path) -> list[str]:
 
 def write_section(title: str, body: str) -> None:
     """Replace (or append) the `## title` section of docs/benchmarks.md."""
-    command = " ".join(["python", *[Path(sys.argv[0]).as_posix().split("/work/main/")[-1], *sys.argv[1:]]])
+    script = Path(sys.argv[0]).resolve()
+    script = script.relative_to(DOC.parent.parent) if script.is_relative_to(DOC.parent.parent) else script.name
+    command = " ".join(["python", Path(script).as_posix(), *sys.argv[1:]])
     header = (f"## {title}\n\nMachine: {machine()}. Date: {datetime.date.today()}. "
               f"Command: `{command}`.\n\n")
     text = DOC.read_text() if DOC.exists() else "# Benchmarks\n\nFigures measured by the scripts in `benchmarks/`.\n"
