@@ -1,5 +1,7 @@
-"""Snakemake's planning cost on a UCF101-sized tree: 13,320 empty placeholder videos in the
-official layout (101 classes, 25 groups) with official-style split files.
+"""Snakemake's planning cost on a UCF101-sized tree (13,320 empty placeholder videos in the
+official layout, 101 classes, 25 groups, official-style split files), or with `--kinetics` on a
+Kinetics-400-sized `folder` dataset (300,000 placeholder videos in 400 class folders, Kinetics'
+train.csv and validate.csv).
 
 Times `snakemake -n` before the index exists (the index is a checkpoint, so the frame jobs are
 not yet known), then builds the index and times `snakemake -n` again, now listing every job.
@@ -18,32 +20,34 @@ from pathlib import Path
 
 import yaml
 
-from common import write_section
+from common import ucf101_layout, write_section
 
 REPO = Path(__file__).resolve().parent.parent
 N_VIDEOS = 13320
 
 
 def make_tree(root: Path) -> None:
-    """101 classes x 25 groups, clips spread so the total is 13,320; split k tests groups 7(k-1)+1..7k."""
-    videos, lists = root / "UCF-101", root / "ucfTrainTestlist"
-    lists.mkdir(parents=True)
-    classes = [f"Class{i:03d}" for i in range(1, 102)]
-    names = []
-    for n in range(N_VIDEOS):
-        cls, rest = classes[n % 101], n // 101
-        names.append((cls, rest % 25 + 1, rest // 25 + 1))
-    for cls in classes:
-        (videos / cls).mkdir(parents=True)
-    crlf = "\r\n"
-    for cls, g, c in names:
-        (videos / cls / f"v_{cls}_g{g:02d}_c{c:02d}.avi").touch()
-    (lists / "classInd.txt").write_text("".join(f"{i} {c}{crlf}" for i, c in enumerate(classes, 1)), newline="")
-    for k in (1, 2, 3):
-        test = range(7 * (k - 1) + 1, 7 * k + 1)
-        rows = [(f"{cls}/v_{cls}_g{g:02d}_c{c:02d}.avi", classes.index(cls) + 1, g) for cls, g, c in names]
-        (lists / f"trainlist0{k}.txt").write_text("".join(f"{p} {l}{crlf}" for p, l, g in rows if g not in test), newline="")
-        (lists / f"testlist0{k}.txt").write_text("".join(f"{p}{crlf}" for p, l, g in rows if g in test), newline="")
+    for path in ucf101_layout(root, N_VIDEOS):
+        path.touch()
+
+
+K400_VIDEOS, K400_CLASSES, K400_VALIDATION = 300_000, 400, 20_000
+
+
+def make_kinetics_tree(root: Path) -> None:
+    """<label>/<youtube_id>_<start:06d>_<end:06d>.mp4 and annotations/{train,validate}.csv."""
+    videos, ann = root / "videos", root / "annotations"
+    ann.mkdir(parents=True)
+    labels = [f"action {i:03d}" for i in range(K400_CLASSES)]  # Kinetics' labels have spaces
+    for label in labels:
+        (videos / label.replace(" ", "_")).mkdir(parents=True)
+    rows = {"train": [], "validate": []}
+    for n in range(K400_VIDEOS):
+        label, vid, start = labels[n % K400_CLASSES], f"{n:011d}", n % 300
+        (videos / label.replace(" ", "_") / f"{vid}_{start:06d}_{start + 10:06d}.mp4").touch()
+        rows["validate" if n < K400_VALIDATION else "train"].append(f'"{label}",{vid},{start},{start + 10},{"val" if n < K400_VALIDATION else "train"}\n')
+    for name, lines in rows.items():
+        (ann / f"{name}.csv").write_text("label,youtube_id,time_start,time_end,split\n" + "".join(lines))
 
 
 def snakemake(workdir: Path, *args: str) -> tuple[float, str]:
@@ -63,22 +67,35 @@ def total_jobs(out: str) -> int:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--kinetics", action="store_true", help="a Kinetics-400-sized folder dataset instead")
+    p.add_argument("--shard-size", type=int, help="videos per shard (default: config.yaml's)")
     p.add_argument("--no-write", action="store_true")
     a = p.parse_args()
+    name = "kinetics400" if a.kinetics else "ucf101"
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        make_tree(work / "ucf")
         config = yaml.safe_load((REPO / "config.yaml").read_text())
-        config["datasets"] = {"ucf101": {"format": "ucf101", "root": str(work / "ucf/UCF-101"),
+        if a.kinetics:
+            make_kinetics_tree(work / "k400")
+            config["datasets"] = {name: {"format": "folder", "root": str(work / "k400/videos"),
+                                         "splits": str(work / "k400/annotations")}}
+        else:
+            make_tree(work / "ucf")
+            config["datasets"] = {name: {"format": "ucf101", "root": str(work / "ucf/UCF-101"),
                                          "splits": str(work / "ucf/ucfTrainTestlist")}}
-        config["targets"] = ["ucf101"]
+        config["targets"] = [name]
+        if a.shard_size:
+            config["index"]["shard_size"] = a.shard_size
         (work / "config.yaml").write_text(yaml.safe_dump(config))
         before, out_before = snakemake(work, "-n")
-        index_s, _ = snakemake(work, "results/ucf101/index.csv")
+        index_s, _ = snakemake(work, f"results/{name}/index.csv")
         after, out_after = snakemake(work, "-n")
         files = sum(1 for _ in (work / "results").rglob("*"))
-    body = f"""A UCF101-sized tree of {N_VIDEOS} empty placeholder videos (official layout and split files),
-shard size {config['index']['shard_size']}.
+    what = (f"A Kinetics-400-sized `folder` dataset: {K400_VIDEOS:,} empty placeholder videos in {K400_CLASSES} "
+            f"class folders, Kinetics' train.csv ({K400_VIDEOS - K400_VALIDATION:,} rows) and validate.csv "
+            f"({K400_VALIDATION:,} rows)" if a.kinetics else
+            f"A UCF101-sized tree of {N_VIDEOS} empty placeholder videos (official layout and split files)")
+    body = f"""{what}, shard size {config['index']['shard_size']}.
 
 | figure | value |
 | --- | --- |
@@ -87,11 +104,11 @@ shard size {config['index']['shard_size']}.
 | `snakemake -n` with the index: seconds / jobs | {after:.1f} / {total_jobs(out_after)} |
 | files under results/ after indexing | {files} |
 
-Targets: under 20 s and under 1,000 jobs.
-"""
+""" + ("Target: under 60 s.\n" if a.kinetics else "Targets: under 20 s and under 1,000 jobs.\n")
     print(body)
     if not a.no_write:
-        write_section("Workflow planning (dry run)", body)
+        title = "Workflow planning (dry run)"
+        write_section(f"{title}, Kinetics-400 size, shard size {config['index']['shard_size']}" if a.kinetics else title, body)
 
 
 if __name__ == "__main__":

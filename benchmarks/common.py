@@ -32,6 +32,28 @@ def video_files(root: Path) -> list[str]:
                   if q.is_file() and q.suffix.lower() in VIDEO_SUFFIXES)
 
 
+UCF101_CLASSES = [f"Class{i:03d}" for i in range(1, 102)]
+
+
+def ucf101_layout(root: Path, n_videos: int = 13320) -> list[Path]:
+    """UCF101's layout for `n_videos` clips: 101 class folders, 25 groups, clips spread so the
+    total is n_videos, and official-style split files (split k tests groups 7(k-1)+1 .. 7k, CRLF).
+    Makes the folders and split files; returns the video paths, clip c01 of each group first."""
+    videos, lists = root / "UCF-101", root / "ucfTrainTestlist"
+    lists.mkdir(parents=True)
+    names = [(UCF101_CLASSES[n % 101], (n // 101) % 25 + 1, n // 101 // 25 + 1) for n in range(n_videos)]
+    for cls in UCF101_CLASSES:
+        (videos / cls).mkdir(parents=True)
+    crlf = "\r\n"
+    (lists / "classInd.txt").write_text("".join(f"{i} {c}{crlf}" for i, c in enumerate(UCF101_CLASSES, 1)), newline="")
+    rows = [(f"{cls}/v_{cls}_g{g:02d}_c{c:02d}.avi", UCF101_CLASSES.index(cls) + 1, g) for cls, g, c in names]
+    for k in (1, 2, 3):
+        test = range(7 * (k - 1) + 1, 7 * k + 1)
+        (lists / f"trainlist0{k}.txt").write_text("".join(f"{p} {l}{crlf}" for p, l, g in rows if g not in test), newline="")
+        (lists / f"testlist0{k}.txt").write_text("".join(f"{p}{crlf}" for p, l, g in rows if g in test), newline="")
+    return sorted((videos / p for p, _, _ in rows), key=lambda p: (not p.stem.endswith("_c01"), p))
+
+
 def write_section(title: str, body: str) -> None:
     """Replace (or append) the `## title` section of docs/benchmarks.md."""
     script = Path(sys.argv[0]).resolve()

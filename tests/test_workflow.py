@@ -337,3 +337,28 @@ def test_reruns_follow_exactly_what_changed(tmp_path):
 
     next((tmp_path / "results/d/flow/dis").glob("*.h5")).unlink()
     assert plan() == ran() == {**after_flow, "flow": 1}
+
+
+def test_smoke_run_checks_the_whole_dag_apart_from_real_results(tmp_path):
+    """`--config smoke=1`: 1 step per phase, 4 training and 4 test videos per split, every job of
+    the DAG, under results/smoke/, metrics marked as a smoke run."""
+    demo = {**TINY_DEMO, "demo": {**TINY_DEMO["demo"], "groups": 6, "clips_per_group": 2},
+            "run_splits": [1, 2], "train": TINY_TRAIN, "evaluate": {"chunks": 5, "workers": 0}}
+    write_config(tmp_path, {"demo": demo}, ["demo"])
+    result = snakemake(tmp_path, "--config", "smoke=1")
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert not (tmp_path / "results" / "demo").exists()
+    out = tmp_path / "results" / "smoke" / "demo"
+    index = pd.read_csv(out / "index.csv")
+    assert len(index) <= 3 * 8 < 84  # 84 videos listed, 4 training and 4 test videos kept per split
+    table = json.loads((out / "metrics.json").read_text())
+    assert table["smoke"]["steps_per_phase"] == 1 and "not results" in table["smoke"]["note"]
+    for k in (1, 2):
+        metrics = json.loads((out / f"split{k}" / "metrics.json").read_text())
+        assert metrics["smoke"] == table["smoke"]
+        assert (index[f"split{k}"] == "train").sum() == (index[f"split{k}"] == "test").sum() == 4
+        assert metrics["stages"]["st_resnet_star"]["videos"] == 4
+        for phase in TRAIN_PHASES:
+            assert pd.read_csv(out / f"split{k}" / phase / "curves.csv")["step"].tolist() == [1]
+            assert "SMOKE RUN" in (out / "logs" / f"split{k}" / f"train_{phase}.log").read_text()
+    assert "SMOKE RUN" in (out / "table3.html").read_text()

@@ -32,6 +32,9 @@ if problem:
 
 DATASETS = config["datasets"]
 TRAIN_PHASES = paths.PHASES
+SMOKE = config["smoke"]  # a smoke run: N steps per phase, a few videos per split, under results/smoke
+if SMOKE:
+    paths.use_smoke_results()
 shell.prefix(f"set -euo pipefail; export PYTHONPATH={shlex.quote(str(PACKAGE_DIR))}:${{{{PYTHONPATH:-}}}}; ")  # formatted by Snakemake: braces doubled
 
 
@@ -81,20 +84,28 @@ def dataset_source(wildcards):
     return {"videos": videos, "split_files": split_files}
 
 
+_INDEX_TABLES = {}
+
+
 def index_table(name):
-    """The dataset's index, known once its index job (a checkpoint) is done."""
+    """shard -> its videos, from the dataset's index, known once its index job (a checkpoint) is done; read once per
+    version of the file, not once per job that asks (300,000 videos: 3,000 frame jobs)."""
     index = checkpoints.index.get(dataset=name).output.index
-    return pd.read_csv(index, usecols=["path", "shard"], dtype=str, keep_default_na=False)
+    stat = Path(index).stat()
+    key = (index, stat.st_mtime_ns, stat.st_size)
+    if key not in _INDEX_TABLES:
+        table = pd.read_csv(index, usecols=["path", "shard"], dtype=str, keep_default_na=False)
+        _INDEX_TABLES[key] = {shard: list(group) for shard, group in table.groupby("shard")["path"]}
+    return _INDEX_TABLES[key]
 
 
 def shards(name):
-    return sorted(index_table(name)["shard"].unique())
+    return sorted(index_table(name))
 
 
 def shard_members(wildcards):
     """The videos of one shard, by their paths under the root: the frame job's identity."""
-    table = index_table(wildcards.dataset)
-    return list(table.loc[table["shard"] == wildcards.shard, "path"])
+    return index_table(wildcards.dataset).get(wildcards.shard, [])
 
 
 def shard_videos(wildcards):
@@ -125,9 +136,14 @@ def phase_settings(name, phase):
     return stresnet.config.phase_settings(config, name, phase)
 
 
+def shaping_settings(name, phase):
+    settings = split_speed(phase_settings(name, phase))[0]
+    return stresnet.config.smoke_settings(settings, SMOKE) if SMOKE else settings
+
+
 def shaping(name, phase):
     """The phase's settings that shape its result, as the JSON argument of the train stage."""
-    return shlex.quote(json.dumps(split_speed(phase_settings(name, phase))[0], sort_keys=True))
+    return shlex.quote(json.dumps(shaping_settings(name, phase), sort_keys=True))
 
 
 def speed(name, phase):
@@ -219,7 +235,7 @@ def config_digest(name):
         "dataset": {k: v for k, v in DATASETS[name].items() if k not in sections},
         **{stage: setting(name, stage) for stage in ("index", "frames", "flow")},
         "evaluate": {"chunks": setting(name, "evaluate")["chunks"]},
-        **{phase: split_speed(phase_settings(name, phase))[0] for phase in TRAIN_PHASES},
+        **{phase: shaping_settings(name, phase) for phase in TRAIN_PHASES},
         "pretrained": train_setting(name, "pretrained"),
     }
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]

@@ -55,6 +55,8 @@ checkpoint index:
         shard_size=lambda wc: setting(wc.dataset, "index")["shard_size"],
         seed=lambda wc: setting(wc.dataset, "index")["seed"],
         test_fraction=lambda wc: setting(wc.dataset, "index")["test_fraction"],
+        missing=lambda wc: "--allow-missing" if DATASETS[wc.dataset].get("skip_bad_videos") else "",
+        smoke=f"--smoke-videos {stresnet.config.SMOKE_VIDEOS}" if SMOKE else "",
         code=code_digest("index"),
     log:
         paths.log("{dataset}", "index"),
@@ -65,7 +67,7 @@ checkpoint index:
     shell:
         "python -m stresnet index build --format {params.format} --root {params.root} {params.splits}"
         " --shard-size {params.shard_size} --seed {params.seed}"
-        " --test-fraction {params.test_fraction} --out {output.index} > {log} 2>&1"
+        " --test-fraction {params.test_fraction} {params.missing} {params.smoke} --out {output.index} > {log} 2>&1"
 
 
 rule videos:

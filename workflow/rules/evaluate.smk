@@ -44,6 +44,7 @@ rule metrics:
         ),
     params:
         digest=lambda wc: config_digest(wc.dataset),
+        smoke=SMOKE,
         code=code_digest("metrics"),
     log:
         paths.log("{dataset}", "split{split}/metrics"),
@@ -51,7 +52,7 @@ rule metrics:
         "../../envs/train.yaml"
     shell:
         "python -m stresnet metrics split --scores {input.scores}"
-        " --classes {input.videos} --config-digest {params.digest} --out {output} > {log} 2>&1"
+        " --classes {input.videos} --config-digest {params.digest} --smoke {params.smoke} --out {output} > {log} 2>&1"
 
 
 rule plots:

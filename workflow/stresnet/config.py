@@ -17,6 +17,16 @@ STREAM_PHASES = ("motion", "appearance")
 SPEED_KEYS = ("workers", "threads", "micro_batch", "gpus", "nodes", "checkpoint_every")
 
 
+# videos a smoke run keeps per split: this many training and this many test videos
+SMOKE_VIDEOS = 4
+
+
+def smoke_settings(settings: dict[str, Any], steps: int) -> dict[str, Any]:
+    """A phase's result-shaping settings in a smoke run: its first `steps` steps at its first
+    learning rate, each of one micro-batch (the trainer sets the batch to it), marked as smoke."""
+    return {**settings, "lr": [[settings["lr"][0][0], steps]], "smoke": steps}
+
+
 def split_speed(settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(the settings that shape results, the speed settings) of a phase's settings."""
     return ({k: v for k, v in settings.items() if k not in SPEED_KEYS},
@@ -92,7 +102,7 @@ def cross_field_errors(config: dict[str, Any]) -> list[str]:
             low, high = settings["stride"]
             if low > high:
                 problems.append(f"{where}.stride: [{low}, {high}] is not a range [min, max]")
-            if settings["micro_batch"] % settings["bn_batch"]:
+            if settings["micro_batch"] != "auto" and settings["micro_batch"] % settings["bn_batch"]:
                 problems.append(f"{where}.micro_batch: {settings['micro_batch']} is not a multiple of bn_batch "
                                 f"{settings['bn_batch']} (a micro-batch holds whole batch-norm groups)")
             if settings["bn_batch"] > settings["batch"]:

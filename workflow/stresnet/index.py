@@ -45,6 +45,23 @@ def build_index(fmt: str, root: str | Path, splits: str | Path | None, shard_siz
     table["shard"] = assign_shards(table["path"], shard_size)
     return table
 
+def smoke_subset(table: pd.DataFrame, per_set: int) -> pd.DataFrame:
+    """The videos of a smoke run: in each split, `per_set` training and `per_set` test videos of
+    as many classes as possible, chosen by a hash of their paths (stable when videos come or go).
+    A video keeps its membership only in the splits it was chosen for."""
+    rank = table["path"].map(lambda p: hashlib.sha1(p.encode()).hexdigest())
+    table = table.copy()
+    for split in [c for c in table.columns if c.startswith("split")]:
+        chosen = []
+        for subset in ("train", "test"):
+            members = table[table[split] == subset].assign(rank=rank).sort_values("rank")
+            # one video per class first (in hash order), then the rest
+            chosen += list(pd.concat([members.drop_duplicates("class"), members]).index.drop_duplicates()[:per_set])
+        table.loc[~table.index.isin(chosen), split] = ""
+    used = (table[[c for c in table.columns if c.startswith("split")]] != "").any(axis=1)
+    return table[used].reset_index(drop=True)
+
+
 def merge_reports(index: pd.DataFrame, reports: list[pd.DataFrame]) -> pd.DataFrame:
     """videos.csv: the index joined with what frame extraction found for every video."""
     found = pd.concat(reports, ignore_index=True) if reports else pd.DataFrame(columns=REPORT_COLUMNS)
@@ -91,6 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--shard-size", type=int, default=100)
     b.add_argument("--test-fraction", type=float, default=0.3, help="folder format without splits")
     b.add_argument("--seed", type=int, default=0, help="folder format without splits")
+    b.add_argument("--allow-missing", action="store_true",
+                   help="folder format with Kinetics annotations: leave out listed videos that are absent")
+    b.add_argument("--smoke-videos", type=int, default=0,
+                   help="a smoke run: keep this many training and test videos per split (all videos are checked)")
     b.add_argument("--out", required=True, help="index CSV to write")
     m = sub.add_parser("merge", help="join the extraction reports into videos.csv")
     m.add_argument("--index", required=True)
@@ -106,8 +127,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> None:
     if args.command == "build":
-        options = {"test_fraction": args.test_fraction, "seed": args.seed} if args.format == "folder" else {}
+        options = ({"test_fraction": args.test_fraction, "seed": args.seed, "allow_missing": args.allow_missing}
+                   if args.format == "folder" else {})
         table = build_index(args.format, args.root, args.splits, args.shard_size, **options)
+        if args.smoke_videos:
+            listed = len(table)
+            table = smoke_subset(table, args.smoke_videos)
+            table["shard"] = assign_shards(table["path"], args.shard_size)
+            log.info("smoke run: %d of the %d videos, %d training and %d test videos per split",
+                     len(table), listed, args.smoke_videos, args.smoke_videos)
         write_csv_atomic(table, args.out)
         log.info("%d videos of %d classes in %d shards -> %s", len(table),
                  table["label"].nunique(), table["shard"].nunique(), args.out)

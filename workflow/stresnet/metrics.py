@@ -56,8 +56,16 @@ def aggregate(per_split: list[dict]) -> dict:
         table[stage] = {key: float(np.mean([r[key] for r in rows]))
                         for key in ("top1", "top5", "mean_class_accuracy")}
         table[stage]["top1_per_split"] = [r["top1"] for r in rows]
-    return {"splits": len(per_split), "table3": table,
-            "config_digests": sorted({m["config_digest"] for m in per_split})}
+    out = {"splits": len(per_split), "table3": table,
+           "config_digests": sorted({m["config_digest"] for m in per_split})}
+    smoke = [m["smoke"] for m in per_split if "smoke" in m]
+    return {**out, "smoke": smoke[0]} if smoke else out
+
+
+def smoke_mark(steps: int) -> dict:
+    """What a smoke run's metrics.json says of itself: the figures are no result."""
+    return {"steps_per_phase": steps, "note": "SMOKE RUN: a check of the workflow with a few steps and "
+            "videos; these figures are not results"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--scores", nargs="+", required=True, help="two_stream.npz, st_resnet.npz, st_resnet_star.npz")
     s.add_argument("--classes", required=True, help="videos.csv (class names by label)")
     s.add_argument("--config-digest", required=True)
+    s.add_argument("--smoke", type=int, default=0, help="steps per phase of a smoke run (marks the metrics)")
     s.add_argument("--out", required=True)
     a = sub.add_parser("aggregate", help="the mean over splits")
     a.add_argument("--inputs", nargs="+", required=True)
@@ -83,6 +92,8 @@ def main(argv: list[str] | None = None) -> None:
         videos = read_table(args.classes)
         classes = list(videos.sort_values("label").drop_duplicates("label")["class"])
         result = split_metrics([Path(f) for f in args.scores], classes, args.config_digest)
+        if args.smoke:
+            result = {"smoke": smoke_mark(args.smoke), **result}
     else:
         result = aggregate([json.loads(Path(p).read_text()) for p in args.inputs])
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

@@ -8,6 +8,14 @@ the files of an earlier stage reads them from that stage's manifest.
 from __future__ import annotations
 
 RESULTS = "results"
+# smoke runs (config `smoke: N`) write here, never beside real results
+SMOKE_RESULTS = "results/smoke"
+
+
+def use_smoke_results() -> None:
+    """Put every path of this process under SMOKE_RESULTS (the workflow does so for a smoke run)."""
+    global RESULTS
+    RESULTS = SMOKE_RESULTS
 PHASES = ("motion", "appearance", "st_resnet", "st_resnet_star")
 EVALUATED = ("two_stream", "st_resnet", "st_resnet_star")
 

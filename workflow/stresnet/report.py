@@ -47,7 +47,9 @@ def table3_html(dataset: str, fmt: str, splits: list[int], per_split: list[dict]
         mca = np.mean([m["stages"][stage]["mean_class_accuracy"] for m in per_split])
         rows.append([stage, *(f"{v:.1f}" for v in top1), f"{top1.mean():.1f}", f"{top1.std():.1f}",
                      f"{top5:.1f}", f"{mca:.1f}", *([f"{paper[stage]:.2f}"] if paper else [])])
-    return STYLE + html_table(f"Table 3, {dataset}: accuracy (%) on the test videos", header, rows)
+    smoke = next((m["smoke"]["note"] for m in per_split if "smoke" in m), "")
+    banner = f"<p><b>{smoke}</b></p>" if smoke else ""
+    return STYLE + banner + html_table(f"Table 3, {dataset}: accuracy (%) on the test videos", header, rows)
 
 
 def per_class_html(scores: Path, classes: list[str], pairs: int = 15) -> str:

@@ -26,6 +26,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from .batching import cuda_fits, probe_batch, resolve_micro_batch
 from .data import ClipDataset, SampleSchedule, VideoStore, network_inputs, open_videos, quiet_worker
 from .errors import SettingError, run_stage
 from .manifest import file_sha256
@@ -154,24 +155,49 @@ class Trainer:
                          "init": [file_identity(path) for path in args.init]}
         self.dataset = ClipDataset(store, self.phase, cfg["chunks"], cfg["size"], short_side,
                                    rgb="rgb" in wants, flow="flow" in wants)
-        self.schedule = SampleSchedule(len(train), cfg["batch"], cfg["bn_batch"], speed["micro_batch"],
-                                       cfg["seed"], tuple(cfg["stride"]))
-        if self.schedule.accumulation % self.world:
-            raise ValueError(f"batch/micro_batch = {self.schedule.accumulation} micro-batches per step "
-                             f"cannot be shared by {self.world} processes")
         self.iterations = total_iterations(cfg["lr"])
 
         model = initial_model(self.phase, self.num_classes, args.pretrained, args.init, self.info["flow"])
-        if speed["micro_batch"] > cfg["bn_batch"]:  # Sec. 3.3: sub-batch normalisation
-            convert_sub_batch_norm(model, cfg["bn_batch"])
+        convert_sub_batch_norm(model, cfg["bn_batch"])  # Sec. 3.3: BN over groups of bn_batch clips
         self.model = model.to(self.device, memory_format=torch.channels_last)
+        self.autocast = autocast(self.device)
+        self.speed = {**speed, "micro_batch": self._micro_batch(speed["micro_batch"])}
+        if cfg.get("smoke"):  # a smoke run: each step is one micro-batch per process
+            self.cfg = cfg = {**cfg, "batch": self.speed["micro_batch"] * self.world}
+            self.identity["settings"] = cfg
+        self.schedule = SampleSchedule(len(train), cfg["batch"], cfg["bn_batch"], self.speed["micro_batch"],
+                                       cfg["seed"], tuple(cfg["stride"]))
+        if self.schedule.accumulation % self.world:
+            raise SettingError(f"micro_batch {self.speed['micro_batch']}: {self.schedule.accumulation} micro-batches "
+                               f"per step cannot be shared by {self.world} processes; use micro_batch: auto")
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=lr_at(0, cfg["lr"]),
                                          momentum=cfg["momentum"], weight_decay=cfg["weight_decay"])
         self.net = DistributedDataParallel(self.model) if self.ddp else self.model
-        self.autocast = autocast(self.device)
         self.state_file = self.out / "checkpoint.pt"
         self.curves: list[dict[str, float]] = []
         self.start = self._resume()
+
+    def _micro_batch(self, setting: int | str) -> int:
+        """The micro-batch of this job (`auto`: probed on CUDA, the measured fastest on the CPU),
+        the same in every process."""
+        cfg, fits = self.cfg, None
+        if setting == "auto" and self.device.type == "cuda":
+
+            def loss_of(batch):
+                with self.autocast:
+                    return clip_loss(self.model, self.phase, batch, cfg["chunks"])[0]
+
+            fits = cuda_fits(self.model, loss_of, lambda m: probe_batch(self.phase, m, cfg["chunks"], cfg["size"],
+                                                                      self.device), self.device)
+        micro, why = resolve_micro_batch(setting, self.phase, cfg["batch"], cfg["bn_batch"], self.world,
+                                         self.device, fits)
+        if self.ddp:  # each process probed its own device: all take the smallest
+            agreed = torch.tensor(micro, device=self.device)
+            dist.all_reduce(agreed, op=dist.ReduceOp.MIN)
+            micro = int(agreed)
+        self.micro_reason = (f"micro_batch: {micro} clips per pass ({why}), {-(-micro // cfg['bn_batch'])} BN "
+                             f"group(s) of {cfg['bn_batch']} each")
+        return micro
 
     def _resume(self) -> int:
         """The step to start from: after the last checkpoint of a run of the same identity."""
@@ -213,8 +239,11 @@ class Trainer:
         log.info("phase %s, split %s: %d training videos of %d classes, %d steps from step %d",
                  self.phase, self.args.split, len(self.dataset), self.num_classes, self.iterations, self.start)
         log.info("device: %s x %d process(es), %d torch threads", device, self.world, torch.get_num_threads())
+        if self.cfg.get("smoke"):
+            log.warning("SMOKE RUN: %d step(s) of one micro-batch each; this model is not a result", self.iterations)
         log.info("settings: %s", json.dumps(self.cfg, sort_keys=True))
         log.info("speed: %s", json.dumps(self.speed, sort_keys=True))
+        log.info(self.micro_reason)
         for name in ("frames", "flow"):
             if self.identity[name]:
                 log.info("%s: %s (sha256 %s)", name, self.identity[name]["manifest"], self.identity[name]["sha256"][:16])
@@ -306,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, type=json.loads,
                    help="the phase's result-shaping settings as JSON (see config.yaml train:)")
     p.add_argument("--speed", default="{}", type=json.loads,
-                   help="speed settings as JSON: workers, micro_batch (default: bn_batch), checkpoint_every")
+                   help="speed settings as JSON: workers, micro_batch (a number or auto, the default), checkpoint_every")
     p.add_argument("--pretrained", default="imagenet", help="imagenet | none | path (stream phases)")
     p.add_argument("--init", nargs="*", default=[],
                    help="st_resnet: appearance and motion model.pt; st_resnet_star: st_resnet model.pt; "
@@ -320,7 +349,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     setup_process(args.threads)
-    speed = {"workers": 2, "micro_batch": args.config["bn_batch"], "checkpoint_every": 500, **args.speed}
+    speed = {"workers": 2, "micro_batch": "auto", "checkpoint_every": 500, **args.speed}
     Trainer(args, args.config, speed).fit()
 
 if __name__ == "__main__":

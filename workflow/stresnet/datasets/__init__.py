@@ -40,7 +40,7 @@ def dataset_files(fmt: str, root: str | Path, splits: str | Path | None = None) 
     job then reports why."""
     split_files = sorted(str(p) for p in Path(splits).iterdir() if p.is_file()) if splits and Path(splits).is_dir() else []
     try:
-        table = load_table(fmt, root, splits)
+        table = load_table(fmt, root, splits, **({"allow_missing": True} if fmt == "folder" else {}))
     except DatasetError:
         return [], split_files
     return [str(Path(root) / p) for p in table["path"]], split_files
