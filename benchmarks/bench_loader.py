@@ -25,7 +25,7 @@ from stresnet.manifest import Manifest
 from stresnet.flow import compute_shard, write_flow_manifest
 from stresnet.flow_reader import STACK_LENGTH
 from stresnet.frames import extract_shard
-from stresnet.index import frames_manifest, merge_reports
+from stresnet.index import class_table, frames_manifest, merge_reports
 from stresnet.train import INPUTS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -36,7 +36,7 @@ def prepare(root: Path, results: Path, short_side: int, flow: str) -> tuple[pd.D
     """Frames and flow of every clip under `root` in one shard; labels from the parent folder."""
     paths = video_files(root)
     classes = sorted({Path(p).parent.as_posix() for p in paths})
-    index = pd.DataFrame({"path": paths, "shard": "00000",
+    index = pd.DataFrame({"path": paths, "shard": "00000", "class": [Path(p).parent.as_posix() for p in paths],
                           "label": [classes.index(Path(p).parent.as_posix()) for p in paths]})
     start = time.perf_counter()
     report = extract_shard(index, "00000", root, results / "frames" / "00000.h5", short_side)
@@ -46,7 +46,9 @@ def prepare(root: Path, results: Path, short_side: int, flow: str) -> tuple[pd.D
     flow_s = time.perf_counter() - start
     videos = merge_reports(index, [report])
     videos.to_csv(results / "videos.csv", index=False)
-    frames_manifest(results / "frames.json", results / "videos.csv", [results / "frames" / "00000.h5"], {})
+    class_table(index).to_csv(results / "classes.csv", index=False)
+    frames_manifest(results / "frames.json", results / "videos.csv", results / "classes.csv",
+                    [results / "frames" / "00000.h5"], {})
     write_flow_manifest(results / "flow.json", [results / "flow" / flow / "00000.h5"], results / "frames.json")
     store = VideoStore(videos[videos["status"] == "ok"], Manifest(results / "frames.json", "frames"),
                        Manifest(results / "flow.json", "flow"))

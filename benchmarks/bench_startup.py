@@ -35,7 +35,7 @@ def ucf101_sized(prepared: Path, out: Path) -> tuple[Path, Path]:
     import pandas as pd
 
     from stresnet.flow import write_flow_manifest
-    from stresnet.index import frames_manifest, read_table
+    from stresnet.index import class_table, frames_manifest, read_table
 
     frames = json.loads((prepared / "dataset_ready.json").read_text())
     flow_doc = json.loads((prepared / "flow/tvl1/manifest.json").read_text())
@@ -47,9 +47,10 @@ def ucf101_sized(prepared: Path, out: Path) -> tuple[Path, Path]:
     table["split1"] = "train"
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "videos.csv", index=False)
-    shards = [str(prepared.parent.parent.parent / f["path"]) if not Path(f["path"]).is_absolute() else f["path"]
-              for name, f in frames["files"].items() if name != "videos"]
-    frames_manifest(out / "dataset_ready.json", out / "videos.csv", shards, {})
+    shards = [str(prepared.parent.parent.parent / f["path"]) for name, f in frames["files"].items()
+              if name not in ("videos", "classes")]
+    class_table(table).to_csv(out / "classes.csv", index=False)
+    frames_manifest(out / "dataset_ready.json", out / "videos.csv", out / "classes.csv", shards, {})
     flows = [str(prepared.parent.parent.parent / f["path"]) for f in flow_doc["files"].values()]
     write_flow_manifest(out / "flow.json", flows, out / "dataset_ready.json")
     return out / "dataset_ready.json", out / "flow.json"

@@ -50,7 +50,8 @@ def store(tmp_path_factory):
     report = extract_shard(index, "00000", VIDEOS, out / "frames.h5", short_side=64)
     report.to_csv(out / "videos.csv", index=False)
     compute_shard(out / "frames.h5", out / "flow.h5", method="dis")
-    frames_manifest(out / "frames.json", out / "videos.csv", [out / "frames.h5"], {})
+    pd.DataFrame({"label": [0], "class": ["Archery"]}).to_csv(out / "classes.csv", index=False)
+    frames_manifest(out / "frames.json", out / "videos.csv", out / "classes.csv", [out / "frames.h5"], {})
     write_flow_manifest(out / "flow.json", [out / "flow.h5"], out / "frames.json")
     return out
 

@@ -19,7 +19,7 @@ from stresnet.demo import generate
 from stresnet.evaluate import evaluate, load_model
 from stresnet.flow import compute_shard, write_flow_manifest
 from stresnet.frames import extract_shard
-from stresnet.index import build_index, frames_manifest, merge_reports
+from stresnet.index import build_index, class_table, frames_manifest, merge_reports
 from stresnet.metrics import accuracy
 from stresnet.models import load_checkpoint
 from stresnet.predict import predict
@@ -43,7 +43,8 @@ def prepare(root, short_side=32):
         compute_shard(frames[-1], flows[-1], method="dis")
     videos = merge_reports(index, reports)
     videos.to_csv(results / "videos.csv", index=False)
-    frames_manifest(results / "dataset_ready.json", results / "videos.csv", frames, {})
+    class_table(index).to_csv(results / "classes.csv", index=False)
+    frames_manifest(results / "dataset_ready.json", results / "videos.csv", results / "classes.csv", frames, {})
     write_flow_manifest(results / "flow/dis/manifest.json", flows, results / "dataset_ready.json")
     return results
 

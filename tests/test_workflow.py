@@ -15,6 +15,7 @@ import yaml
 
 from conftest import REPO, make_broken, make_hmdb51_tree, make_ucf101_tree
 from stresnet.demo import generate
+from stresnet.models import load_checkpoint
 from stresnet.paths import PHASES as TRAIN_PHASES
 from stresnet.store import ShardReader
 
@@ -350,6 +351,8 @@ def test_smoke_run_checks_the_whole_dag_apart_from_real_results(tmp_path):
     assert not (tmp_path / "results" / "demo").exists()
     out = tmp_path / "results" / "smoke" / "demo"
     index = pd.read_csv(out / "index.csv")
+    classes = pd.read_csv(out / "classes.csv")
+    assert classes["label"].tolist() == list(range(7))
     assert len(index) <= 3 * 8 < 84  # 84 videos listed, 4 training and 4 test videos kept per split
     table = json.loads((out / "metrics.json").read_text())
     assert table["smoke"]["steps_per_phase"] == 1 and "not results" in table["smoke"]["note"]
@@ -358,6 +361,11 @@ def test_smoke_run_checks_the_whole_dag_apart_from_real_results(tmp_path):
         assert metrics["smoke"] == table["smoke"]
         assert (index[f"split{k}"] == "train").sum() == (index[f"split{k}"] == "test").sum() == 4
         assert metrics["stages"]["st_resnet_star"]["videos"] == 4
+        # the classifier has every class of the dataset, not only those of the few videos kept
+        final = load_checkpoint(out / f"split{k}" / "st_resnet_star" / "model.pt")
+        assert final.extra["info"]["classes"] == list(classes["class"]) and final.meta["num_classes"] == 7
+        tested = set(index.loc[index[f"split{k}"] == "test", "class"])
+        assert set(metrics["stages"]["st_resnet_star"]["per_class"]) == tested
         for phase in TRAIN_PHASES:
             assert pd.read_csv(out / f"split{k}" / phase / "curves.csv")["step"].tolist() == [1]
             assert "SMOKE RUN" in (out / "logs" / f"split{k}" / f"train_{phase}.log").read_text()

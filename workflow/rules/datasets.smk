@@ -44,6 +44,7 @@ checkpoint index:
         unpack(dataset_source),
     output:
         index=paths.index_csv("{dataset}"),
+        classes=paths.classes_csv("{dataset}"),
     params:
         format=lambda wc: dataset(wc.dataset)["format"],
         root=lambda wc: shlex.quote(dataset(wc.dataset)["root"]),
@@ -67,7 +68,8 @@ checkpoint index:
     shell:
         "python -m stresnet index build --format {params.format} --root {params.root} {params.splits}"
         " --shard-size {params.shard_size} --seed {params.seed}"
-        " --test-fraction {params.test_fraction} {params.missing} {params.smoke} --out {output.index} > {log} 2>&1"
+        " --test-fraction {params.test_fraction} {params.missing} {params.smoke} --out {output.index}"
+        " --classes-out {output.classes} > {log} 2>&1"
 
 
 rule videos:
@@ -91,6 +93,7 @@ rule videos:
 rule dataset_ready:
     input:
         videos=paths.videos_csv("{dataset}"),
+        classes=paths.classes_csv("{dataset}"),
         shards=frame_shards,
     output:
         paths.frames_manifest("{dataset}"),
@@ -103,5 +106,6 @@ rule dataset_ready:
     conda:
         "../../envs/preprocess.yaml"
     shell:
-        "python -m stresnet index check --videos {input.videos} --shards {input.shards} {params.skip_bad}"
+        "python -m stresnet index check --videos {input.videos} --classes {input.classes} --shards {input.shards}"
+        " {params.skip_bad}"
         " --out {output} > {log} 2>&1"

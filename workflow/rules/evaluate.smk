@@ -34,7 +34,7 @@ rule evaluate:
 
 rule metrics:
     input:
-        videos=paths.videos_csv("{dataset}"),
+        classes=paths.classes_csv("{dataset}"),
         scores=[paths.scores("{dataset}", "{split}", kind) for kind in paths.EVALUATED],
     output:
         report(
@@ -52,12 +52,12 @@ rule metrics:
         "../../envs/train.yaml"
     shell:
         "python -m stresnet metrics split --scores {input.scores}"
-        " --classes {input.videos} --config-digest {params.digest} --smoke {params.smoke} --out {output} > {log} 2>&1"
+        " --classes {input.classes} --config-digest {params.digest} --smoke {params.smoke} --out {output} > {log} 2>&1"
 
 
 rule plots:
     input:
-        videos=paths.videos_csv("{dataset}"),
+        classes=paths.classes_csv("{dataset}"),
         curves=[paths.curves("{dataset}", "{split}", phase) for phase in paths.PHASES],
         scores=paths.scores("{dataset}", "{split}", "st_resnet_star"),
     output:
@@ -91,7 +91,7 @@ rule plots:
         "../../envs/train.yaml"
     shell:
         "python -m stresnet report split --curves {input.curves} --scores {input.scores}"
-        " --classes {input.videos} --out-curves {output.curves}"
+        " --classes {input.classes} --out-curves {output.curves}"
         " --out-confusion {output.confusion} --out-classes {output.classes} > {log} 2>&1"
 
 

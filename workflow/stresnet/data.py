@@ -71,6 +71,11 @@ class VideoStore:
         return flow.stack(key, int(t), length)
 
 
+def dataset_classes(frames: Manifest) -> list[str]:
+    """The names of every class of the dataset, by label, from its frames manifest's classes.csv."""
+    return list(read_table(frames.file("classes")).sort_values("label")["class"])
+
+
 def open_videos(frames_manifest: str | Path, flow_manifest: str | Path | None = None
                 ) -> tuple[pd.DataFrame, Manifest, Manifest | None]:
     """The video table and the manifests of a prepared dataset; the flow must have been made

@@ -62,6 +62,14 @@ def smoke_subset(table: pd.DataFrame, per_set: int) -> pd.DataFrame:
     return table[used].reset_index(drop=True)
 
 
+def class_table(table: pd.DataFrame) -> pd.DataFrame:
+    """classes.csv of a video table: label and class name of every class, labels 0..K-1."""
+    classes = table[["label", "class"]].drop_duplicates().sort_values("label").reset_index(drop=True)
+    if classes["label"].duplicated().any() or classes["label"].tolist() != list(range(len(classes))):
+        raise ValueError(f"labels are not one per class, 0..{len(classes) - 1}: {classes.head().to_dict('records')}")
+    return classes
+
+
 def merge_reports(index: pd.DataFrame, reports: list[pd.DataFrame]) -> pd.DataFrame:
     """videos.csv: the index joined with what frame extraction found for every video."""
     found = pd.concat(reports, ignore_index=True) if reports else pd.DataFrame(columns=REPORT_COLUMNS)
@@ -72,9 +80,10 @@ def merge_reports(index: pd.DataFrame, reports: list[pd.DataFrame]) -> pd.DataFr
                          f"{table.loc[missing, 'path'].iloc[0]}")
     return table
 
-def frames_manifest(out: str | Path, videos_csv: str | Path, shards: list[str | Path], summary: dict) -> dict:
-    """The frame stage's manifest (dataset_ready.json): videos.csv and every frame shard with
-    their fingerprints, and the frame settings, which every shard must share."""
+def frames_manifest(out: str | Path, videos_csv: str | Path, classes_csv: str | Path, shards: list[str | Path],
+                    summary: dict) -> dict:
+    """The frame stage's manifest (dataset_ready.json): videos.csv, classes.csv and every frame
+    shard with their fingerprints, and the frame settings, which every shard must share."""
     settings: dict = {}
     for path in shards:
         attrs = shard_attrs(path)
@@ -82,7 +91,7 @@ def frames_manifest(out: str | Path, videos_csv: str | Path, shards: list[str | 
             if settings.setdefault(name, attrs[name]) != attrs[name]:
                 raise ShardError(f"{path}: {name}={attrs[name]!r}, other frame shards have {settings[name]!r}; "
                                  "delete the shards and rerun snakemake")
-    files = {"videos": videos_csv, **{Path(s).stem: s for s in shards}}
+    files = {"videos": videos_csv, "classes": classes_csv, **{Path(s).stem: s for s in shards}}
     return write_manifest(out, "frames", settings, files, summary=summary)
 
 def check_ready(videos: pd.DataFrame, skip_bad: bool) -> dict:
@@ -113,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--smoke-videos", type=int, default=0,
                    help="a smoke run: keep this many training and test videos per split (all videos are checked)")
     b.add_argument("--out", required=True, help="index CSV to write")
+    b.add_argument("--classes-out", required=True, help="classes.csv to write (every class: label, class)")
     m = sub.add_parser("merge", help="join the extraction reports into videos.csv")
     m.add_argument("--index", required=True)
     m.add_argument("--reports", nargs="*", default=[])
@@ -120,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--bad", required=True, help="bad_videos.csv")
     c = sub.add_parser("check", help="fail if bad videos are not to be skipped, else write the frames manifest")
     c.add_argument("--videos", required=True)
+    c.add_argument("--classes", required=True, help="classes.csv")
     c.add_argument("--shards", nargs="*", default=[], help="every frame shard of the dataset")
     c.add_argument("--skip-bad", action="store_true")
     c.add_argument("--out", required=True, help="the frames manifest, written when the dataset is usable")
@@ -130,6 +141,7 @@ def run(args: argparse.Namespace) -> None:
         options = ({"test_fraction": args.test_fraction, "seed": args.seed, "allow_missing": args.allow_missing}
                    if args.format == "folder" else {})
         table = build_index(args.format, args.root, args.splits, args.shard_size, **options)
+        write_csv_atomic(class_table(table), args.classes_out)
         if args.smoke_videos:
             listed = len(table)
             table = smoke_subset(table, args.smoke_videos)
@@ -146,7 +158,7 @@ def run(args: argparse.Namespace) -> None:
         log.info("%d videos, %d bad -> %s", len(videos), (videos["status"] != "ok").sum(), args.out)
     else:
         summary = check_ready(read_table(args.videos), args.skip_bad)
-        frames_manifest(args.out, args.videos, args.shards, summary)
+        frames_manifest(args.out, args.videos, args.classes, args.shards, summary)
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("split", help="metrics.json of one split")
     s.add_argument("--scores", nargs="+", required=True, help="two_stream.npz, st_resnet.npz, st_resnet_star.npz")
-    s.add_argument("--classes", required=True, help="videos.csv (class names by label)")
+    s.add_argument("--classes", required=True, help="classes.csv (class names by label)")
     s.add_argument("--config-digest", required=True)
     s.add_argument("--smoke", type=int, default=0, help="steps per phase of a smoke run (marks the metrics)")
     s.add_argument("--out", required=True)

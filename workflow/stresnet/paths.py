@@ -38,6 +38,12 @@ def index_csv(ds: str) -> str:
     return f"{RESULTS}/{ds}/index.csv"
 
 
+def classes_csv(ds: str) -> str:
+    """Every class of the dataset, label and name: the classifier's size and its names, whatever
+    videos a run keeps (a smoke run's few, a dataset without its bad videos)."""
+    return f"{RESULTS}/{ds}/classes.csv"
+
+
 def frame_shard(ds: str, shard: str) -> str:
     return f"{RESULTS}/{ds}/frames/{shard}.h5"
 

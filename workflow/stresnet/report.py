@@ -120,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("split", help="one split's curves, confusion matrix and per-class tables")
     s.add_argument("--curves", nargs="+", required=True, help="curves.csv of each phase")
     s.add_argument("--scores", required=True, help="scores NPZ of the final model")
-    s.add_argument("--classes", required=True, help="videos.csv (class names by label)")
+    s.add_argument("--classes", required=True, help="classes.csv (class names by label)")
     s.add_argument("--out-curves", nargs="+", required=True, help="one PNG per curves.csv")
     s.add_argument("--out-confusion", required=True)
     s.add_argument("--out-classes", required=True, help="HTML of per-class accuracy and confused pairs")

@@ -27,7 +27,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from .batching import cuda_fits, probe_batch, resolve_micro_batch
-from .data import ClipDataset, SampleSchedule, VideoStore, network_inputs, open_videos, quiet_worker
+from .data import (ClipDataset, SampleSchedule, VideoStore, dataset_classes, network_inputs, open_videos,
+                   quiet_worker)
 from .errors import SettingError, run_stage
 from .manifest import file_sha256
 from .models import (appearance_stream, build_model, convert_sub_batch_norm, load_checkpoint,
@@ -142,9 +143,9 @@ class Trainer:
         train = videos[(videos[f"split{args.split}"] == "train") & (videos["status"] == "ok")]
         if train.empty:
             raise SettingError(f"{frames.path}: no usable training videos in split {args.split}; check run_splits")
-        self.num_classes = int(videos["label"].max()) + 1
+        classes = dataset_classes(frames)  # every class, also those none of these videos has
+        self.num_classes = len(classes)
         store = VideoStore(train, frames, flow)
-        classes = videos.sort_values("label").drop_duplicates("label")["class"]
         short_side = frames.settings["short_side"]
         # what predict needs to prepare a new video as this data was prepared
         self.info = {"classes": list(classes), "short_side": short_side,
