@@ -9,12 +9,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
+from conftest import REPO
+from stresnet.config import config_error, cross_field_errors
 from stresnet.errors import InputError
 from stresnet.fuse import ScoresError, export_scores, fuse_split, l2_normalised
 from stresnet.metrics import STAGES, aggregate
+from stresnet.paths import exported_scores
 
 CLASSES = ["Archery", "Basketball", "Diving", "Fencing"]
+SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 
 
 def make_videos(n_test: int) -> pd.DataFrame:
@@ -219,3 +224,54 @@ def test_metrics_of_splits_with_other_rows_are_not_averaged():
     with pytest.raises(InputError, match="metrics of the splits differ in rows"):
         aggregate([{"stages": {"a": row, "b": row}, "config_digest": "x"},
                    {"stages": {"a": row}, "config_digest": "x"}])
+
+
+def demo_config(*sources: dict, **dataset) -> dict:
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config["datasets"]["demo"].update(external_scores=list(sources), **dataset)
+    return config
+
+
+@pytest.mark.parametrize("sources, dataset, message", [
+    ([{"name": "motion", "path": "m{split}.csv"}], {},
+     "config key datasets.demo.external_scores[0].name: 'motion' is already a row of metrics.json"),
+    ([{"name": "idt", "path": "a{split}.csv"}, {"name": "idt", "path": "b{split}.csv"}], {},
+     "config key datasets.demo.external_scores[1].name: 'idt' is already a row of metrics.json"),
+    ([{"name": "idt", "path": "idt.csv"}], {"run_splits": [1, 2]},
+     "config key datasets.demo.external_scores[0].path: one file for splits [1, 2]; put {split} in the path"),
+    ([{"name": "idt", "path": "idt_{fold}.csv"}], {},
+     "config key datasets.demo.external_scores[0].path: unknown placeholder {fold}"),
+    ([{"name": "idt", "path": "idt_{split.csv"}], {},
+     "config key datasets.demo.external_scores[0].path: expected '}' before end of string"),
+])
+def test_config_errors_of_external_scores(sources, dataset, message):
+    problems = cross_field_errors(demo_config(*sources, **dataset))
+    assert len(problems) == 1 and problems[0].startswith(message), problems
+
+
+def test_the_schema_describes_external_scores_and_rejects_unknown_keys():
+    assert config_error(demo_config({"name": "idt", "path": "idt{split}.npz", "weight": 2}), SCHEMA) is None
+    assert config_error(demo_config({"name": "idt", "path": "x", "wieght": 2}), SCHEMA) == (
+        "config key datasets.demo.external_scores.0.wieght: unknown key; did you mean 'weight'?")
+    assert "is less than or equal to the minimum of 0" in config_error(
+        demo_config({"name": "idt", "path": "x", "weight": 0}), SCHEMA)
+    assert "'path' is a required property" in config_error(demo_config({"name": "idt"}), SCHEMA)
+
+
+def test_the_demo_example_config_is_valid():
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    example = yaml.safe_load((REPO / "examples" / "demo_external.yaml").read_text())
+    config["datasets"]["demo"].update(example["datasets"]["demo"])
+    assert config_error(config, SCHEMA) is None and cross_field_errors(config) == []
+
+
+@pytest.mark.slow
+def test_the_workflow_fuses_only_where_external_scores_are_configured(tmp_path):
+    from test_workflow import TINY_DEMO, planned_jobs, write_config
+
+    write_config(tmp_path, {"demo": TINY_DEMO}, ["demo"])
+    plain = planned_jobs(tmp_path)
+    assert "fuse" not in plain and "export_scores" not in plain
+    source = {"name": "appearance_export", "path": exported_scores("demo", "{split}", "two_stream", "appearance")}
+    write_config(tmp_path, {"demo": {**TINY_DEMO, "external_scores": [source]}}, ["demo"])
+    assert planned_jobs(tmp_path) == {**plain, "fuse": plain["metrics"], "export_scores": plain["metrics"]}
