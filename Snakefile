@@ -26,6 +26,8 @@ localrules:
     videos,
     dataset_ready,
     flow_manifest,
+    fuse,
+    export_scores,
     metrics,
     plots,
     aggregate,

@@ -33,7 +33,7 @@ N_VIDEOS = 13320
 
 def _encode(job: tuple[str, int, Path]) -> None:
     pattern, seed, path = job
-    frames = render_clip(pattern, np.random.default_rng(seed), 32, 96, 72)
+    frames = render_clip(pattern, np.random.default_rng(seed), 32, 128, 96)
     encode_video(frames, path)
 
 
@@ -95,7 +95,7 @@ def main() -> None:
     lines = ["| rule | jobs | seconds (sum over its jobs) | peak memory of a job (MB) |", "| --- | ---: | ---: | ---: |"]
     lines += [f"| {rule} | {r.jobs} | {r.seconds:.0f} | {r.peak_mb:.0f} |" for rule, r in per_rule.iterrows()]
     over = jobs[jobs["max_rss_mb"] > 4096]
-    body = (f"{N_VIDEOS} videos (96x72, 32 frames, {distinct if distinct > 0 else 'kept'} distinct clips, made in "
+    body = (f"{N_VIDEOS} videos (128x96, 32 frames, {distinct if distinct > 0 else 'kept'} distinct clips, made in "
             f"{made:.0f} s), 101 classes, official split files; config.yaml's settings with `smoke: {a.steps}` "
             f"and `pretrained: none`. The smoke index kept {len(index)} of the {N_VIDEOS} videos.\n\n"
             f"**Whole rehearsal: {wall / 60:.1f} min** on 2 cores (`snakemake --cores 2`), "

@@ -225,7 +225,29 @@ def evaluated_models(wildcards):
 
 
 def run_splits(name):
-    return DATASETS[name].get("run_splits") or list(range(1, stresnet.config.available_splits(DATASETS[name]) + 1))
+    return stresnet.config.run_splits(DATASETS[name])
+
+
+def external_files(wildcards):
+    """The dataset's external score files of a split (`external_scores`), one per source."""
+    sources = DATASETS[wildcards.dataset].get("external_scores", [])
+    return [source["path"].format(split=wildcards.split) for source in sources]
+
+
+def source_flags(wildcards, input):
+    """--source NAME FILE WEIGHT of each external score file."""
+    sources = DATASETS[wildcards.dataset]["external_scores"]
+    return " ".join(f"--source {shlex.quote(s['name'])} {shlex.quote(f)} {s['weight']}"
+                    for s, f in zip(sources, input.external))
+
+
+def metrics_scores(wildcards):
+    """The scores a split's metrics come from: each evaluated model's, and the fusion's when
+    the dataset has external scores."""
+    own = [paths.scores(wildcards.dataset, wildcards.split, kind) for kind in paths.EVALUATED]
+    if DATASETS[wildcards.dataset].get("external_scores"):
+        own.append(paths.fused_scores(wildcards.dataset, wildcards.split))
+    return own
 
 
 def config_digest(name):

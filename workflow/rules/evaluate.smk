@@ -1,4 +1,5 @@
-# Evaluation: fully convolutional testing of each model, Table 3's metrics, plots.
+# Evaluation: fully convolutional testing of each model, late fusion with external scores
+# (Table 4, right; only where a dataset names some), Table 3's metrics, plots.
 
 
 rule evaluate:
@@ -32,10 +33,53 @@ rule evaluate:
         " --chunks {params.chunks} --workers {params.workers} --threads {threads} --out {output} > {log} 2>&1"
 
 
+rule fuse:
+    input:
+        videos=paths.videos_csv("{dataset}"),
+        classes=paths.classes_csv("{dataset}"),
+        scores=paths.scores("{dataset}", "{split}", "st_resnet_star"),
+        external=external_files,
+    output:
+        paths.fused_scores("{dataset}", "{split}"),
+    params:
+        sources=source_flags,
+        code=code_digest("fuse"),
+    log:
+        paths.log("{dataset}", "split{split}/fuse"),
+    benchmark:
+        paths.benchmark("{dataset}", "split{split}/fuse")
+    conda:
+        "../../envs/train.yaml"
+    shell:
+        "python -m stresnet fuse split --scores {input.scores} --videos {input.videos} --classes {input.classes}"
+        " --split {wildcards.split}"
+        " {params.sources} --out {output} > {log} 2>&1"
+
+
+rule export_scores:
+    input:
+        classes=paths.classes_csv("{dataset}"),
+        scores=paths.scores("{dataset}", "{split}", "{kind}"),
+    output:
+        paths.exported_scores("{dataset}", "{split}", "{kind}", "{part}"),
+    wildcard_constraints:
+        kind="two_stream|st_resnet|st_resnet_star",
+        part="appearance|motion|fused",
+    params:
+        code=code_digest("fuse"),
+    log:
+        paths.log("{dataset}", "split{split}/export_{kind}_{part}"),
+    conda:
+        "../../envs/train.yaml"
+    shell:
+        "python -m stresnet fuse export --scores {input.scores} --part {wildcards.part}"
+        " --classes {input.classes} --out {output} > {log} 2>&1"
+
+
 rule metrics:
     input:
         classes=paths.classes_csv("{dataset}"),
-        scores=[paths.scores("{dataset}", "{split}", kind) for kind in paths.EVALUATED],
+        scores=metrics_scores,
     output:
         report(
             paths.split_metrics("{dataset}", "{split}"),

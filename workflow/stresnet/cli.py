@@ -16,6 +16,7 @@ STAGES = {
     "flowviz": "render stored flow fields as colour images beside their frames (PNG)",
     "train": "train one phase of Table 2 (motion, appearance, st_resnet, st_resnet_star)",
     "evaluate": "fully convolutional testing of a trained model on a split's test videos",
+    "fuse": "late fusion of ST-ResNet*'s scores with external ones (Table 4, right); export scores",
     "metrics": "Table 3's figures of a split from the saved scores; the mean over splits",
     "report": "plots: training curves and the confusion matrix",
     "predict": "top-5 classes of one video file with a trained model folder",

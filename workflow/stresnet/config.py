@@ -8,9 +8,12 @@ from typing import Any
 
 import difflib
 import re
+import string
 
 import jsonschema
 import yaml
+
+from .metrics import STAGES
 
 STREAM_PHASES = ("motion", "appearance")
 # settings that set how fast a result is reached, never what it is: not part of any identity
@@ -83,6 +86,11 @@ def available_splits(entry: dict[str, Any]) -> int:
     return max([int(m[1]) for p in Path(splits).iterdir() if (m := re.match(r"^split(\d+)\.csv$", p.name))], default=1)
 
 
+def run_splits(entry: dict[str, Any]) -> list[int]:
+    """The splits a dataset's metrics.json is the mean of: `run_splits`, else every split."""
+    return entry.get("run_splits") or list(range(1, available_splits(entry) + 1))
+
+
 def cross_field_errors(config: dict[str, Any]) -> list[str]:
     """Problems between settings of a schema-valid config, one line each."""
     datasets, problems = config["datasets"], []
@@ -116,4 +124,28 @@ def cross_field_errors(config: dict[str, Any]) -> list[str]:
                                     f"datasets (declared: {', '.join(datasets)}); declare it or remove {key}")
                 elif source["dataset"] == name:
                     problems.append(f"{key}.dataset: a dataset cannot start from its own {phase} stream")
+        problems += external_score_errors(name, entry)
     return list(dict.fromkeys(problems))  # a global setting is checked once per dataset
+
+
+def external_score_errors(name: str, entry: dict[str, Any]) -> list[str]:
+    """Names that would clash in metrics.json; paths that do not give each split run a file."""
+    problems, seen = [], set()
+    runs = run_splits(entry)
+    for i, source in enumerate(entry.get("external_scores", [])):
+        key = f"config key datasets.{name}.external_scores[{i}]"
+        if source["name"] in STAGES or source["name"] in seen:
+            problems.append(f"{key}.name: {source['name']!r} is already a row of metrics.json; choose another name")
+        seen.add(source["name"])
+        try:
+            fields = {f for _, f, _, _ in string.Formatter().parse(source["path"]) if f is not None}
+        except ValueError as e:
+            problems.append(f"{key}.path: {e}; write {{split}} for the split number, {{{{ and }}}} for braces")
+            continue
+        if fields - {"split"}:
+            problems.append(f"{key}.path: unknown placeholder {{{sorted(fields - {'split'})[0]}}}; "
+                            f"only {{split}} (the split number) is filled in")
+        elif "split" not in fields and len(runs) > 1:
+            problems.append(f"{key}.path: one file for splits {runs}; put {{split}} in the path "
+                            f"(each split has its own test videos)")
+    return problems

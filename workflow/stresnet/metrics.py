@@ -1,4 +1,6 @@
-"""Metrics stage: Table 3's rows for one split from the saved scores, and their mean over splits."""
+"""Metrics stage: Table 3's rows for one split from the saved scores, and their mean over splits.
+A split whose ST-ResNet* scores were fused with external ones (`stresnet fuse`) has a row for
+each external source and one for the fusion after them."""
 
 from __future__ import annotations
 
@@ -9,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import run_stage
+from .errors import InputError, run_stage
+from .fuse import fusion_rows
 
 log = logging.getLogger(__name__)
 # Table 3's columns: which saved scores give each stage
@@ -36,22 +39,30 @@ def confusion(scores: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndar
 
 
 def split_metrics(score_files: list[Path], classes: list[str], config_digest: str) -> dict:
-    """Table 3's rows from the scores of each evaluated kind (files named <kind>.npz), with the
-    provenance each scores file records (models and data manifests, by fingerprint)."""
+    """Table 3's rows from the scores of each evaluated kind (files named <kind>.npz), and the
+    rows of a fusion's scores file, with the provenance each scores file records (models and
+    data manifests, external files, by fingerprint)."""
     files = {Path(f).stem: np.load(f) for f in score_files}
     missing = {k for k, _ in STAGES.values()} - set(files)
     if missing:
         raise ValueError(f"no scores of {sorted(missing)} among {[str(f) for f in score_files]}")
     out = {stage: accuracy(files[kind][part], files[kind]["labels"], classes)
            for stage, (kind, part) in STAGES.items()}
+    for fusion in (f for f in files.values() if "sources" in f):
+        out.update({row: accuracy(scores, fusion["labels"], classes) for row, scores in fusion_rows(fusion).items()})
     provenance = {kind: json.loads(str(f["provenance"])) for kind, f in files.items() if "provenance" in f}
     return {"stages": out, "config_digest": config_digest, "provenance": provenance}
 
 
 def aggregate(per_split: list[dict]) -> dict:
-    """The mean over splits of each stage's figures, laid out like Table 3."""
+    """The mean over splits of each row's figures, laid out like Table 3."""
+    stages = list(per_split[0]["stages"])
+    for k, m in enumerate(per_split[1:], 2):
+        if list(m["stages"]) != stages:
+            raise InputError(f"metrics of the splits differ in rows: {stages} vs {list(m['stages'])} "
+                             f"(input {k}); rebuild every split's metrics.json with the same config")
     table = {}
-    for stage in STAGES:
+    for stage in stages:
         rows = [m["stages"][stage] for m in per_split]
         table[stage] = {key: float(np.mean([r[key] for r in rows]))
                         for key in ("top1", "top5", "mean_class_accuracy")}
@@ -72,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stresnet metrics", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("split", help="metrics.json of one split")
-    s.add_argument("--scores", nargs="+", required=True, help="two_stream.npz, st_resnet.npz, st_resnet_star.npz")
+    s.add_argument("--scores", nargs="+", required=True,
+                   help="two_stream.npz, st_resnet.npz, st_resnet_star.npz and any fusion's NPZ")
     s.add_argument("--classes", required=True, help="classes.csv (class names by label)")
     s.add_argument("--config-digest", required=True)
     s.add_argument("--smoke", type=int, default=0, help="steps per phase of a smoke run (marks the metrics)")

@@ -95,6 +95,16 @@ def scores(ds: str, split: str | int, kind: str) -> str:
     return f"{split_dir(ds, split)}/scores/{kind}.npz"
 
 
+def fused_scores(ds: str, split: str | int) -> str:
+    """ST-ResNet*'s scores fused with the dataset's `external_scores` (Table 4, right)."""
+    return scores(ds, split, "st_resnet_star_external")
+
+
+def exported_scores(ds: str, split: str | int, kind: str, part: str) -> str:
+    """One array of a scores file in the external score format (`stresnet fuse export`)."""
+    return f"{split_dir(ds, split)}/scores/exported/{kind}/{part}.csv"
+
+
 def split_metrics(ds: str, split: str | int) -> str:
     return f"{split_dir(ds, split)}/metrics.json"
 
