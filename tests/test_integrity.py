@@ -128,7 +128,7 @@ def test_every_name_is_data_in_split_files(tmp_path):
                                            r"expected '<Class>/<video> <label>' with a numeric label"):
         load_table("ucf101", root, splits)
     one_line(stresnet("index", "build", "--format", "ucf101", "--root", root, "--splits", splits, "--out",
-                      tmp_path / "i.csv"), "trainlist01.txt, line 2")
+                      tmp_path / "i.csv", "--classes-out", tmp_path / "c.csv"), "trainlist01.txt, line 2")
 
 
 def test_an_audio_only_file_has_no_video_stream(tmp_path):
