@@ -100,7 +100,7 @@ def main() -> None:
 | figure | value |
 | --- | --- |
 | `snakemake -n` before the index exists: seconds / jobs | {before:.1f} / {total_jobs(out_before)} |
-| building the index (`snakemake results/ucf101/index.csv`): seconds | {index_s:.1f} |
+| building the index (`snakemake results/{name}/index.csv`): seconds | {index_s:.1f} |
 | `snakemake -n` with the index: seconds / jobs | {after:.1f} / {total_jobs(out_after)} |
 | files under results/ after indexing | {files} |
 

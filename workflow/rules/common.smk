@@ -17,7 +17,7 @@ sys.path.insert(0, str(PACKAGE_DIR))
 import stresnet.config
 from stresnet import paths
 from stresnet.config import config_error, cross_field_errors, split_speed
-from stresnet.datasets import dataset_files
+from stresnet.datasets import dataset_files, files_fingerprint
 from stresnet.manifest import manifest_state
 from stresnet.provenance import code_digest
 
@@ -74,14 +74,34 @@ def flow_method(name):
 
 
 def dataset_source(wildcards):
-    """What the index reads: generated or downloaded videos, or the videos and split files."""
+    """What the index reads: generated or downloaded videos (a folder a rule makes), or the split
+    files (the videos are seen through `videos_fingerprint`)."""
     entry = dataset(wildcards.dataset)
     if entry["format"] == "demo":
         return {"source": paths.raw_dir(wildcards.dataset)}
     if entry.get("url"):
         return {"source": paths.download_dir(wildcards.dataset)}
-    videos, split_files = dataset_files(entry["format"], entry["root"], entry.get("splits"))
-    return {"videos": videos, "split_files": split_files}
+    return {"split_files": dataset_listing(wildcards.dataset)[1]}
+
+
+_LISTINGS = {}
+
+
+def dataset_listing(name):
+    """(video files, split files) of a dataset on disk, listed once per run of Snakemake."""
+    if name not in _LISTINGS:
+        entry = dataset(name)
+        _LISTINGS[name] = dataset_files(entry["format"], entry["root"], entry.get("splits"))
+    return _LISTINGS[name]
+
+
+def videos_fingerprint(wildcards):
+    """The index's param that changes when a video changes, appears or goes (not for videos a
+    rule makes: the folder is the index's input then)."""
+    entry = dataset(wildcards.dataset)
+    if entry["format"] == "demo" or entry.get("url"):
+        return ""
+    return files_fingerprint(dataset_listing(wildcards.dataset)[0])
 
 
 _INDEX_TABLES = {}

@@ -58,6 +58,7 @@ checkpoint index:
         test_fraction=lambda wc: setting(wc.dataset, "index")["test_fraction"],
         missing=lambda wc: "--allow-missing" if DATASETS[wc.dataset].get("skip_bad_videos") else "",
         smoke=f"--smoke-videos {stresnet.config.SMOKE_VIDEOS}" if SMOKE else "",
+        videos=videos_fingerprint,
         code=code_digest("index"),
     log:
         paths.log("{dataset}", "index"),
