@@ -2,9 +2,9 @@
 
 Sub-batch BN (Sec. 3.3) keeps Table 2's batch-norm groups whatever the micro-batch holds, so
 `micro_batch: auto` is free to fill the device: on CUDA the largest multiple of the BN group
-that fits (probed once per job, and logged); on the CPU one BN group per pass, which measured
-fastest in every phase of Table 2 (benchmarks/bench_micro_batch.py, docs/benchmarks.md): larger
-passes only add memory traffic there.
+that fits (probed once per job, and logged); on the CPU one BN group per pass: no larger size
+was faster in both of two runs of benchmarks/bench_micro_batch.py (docs/benchmarks.md), and
+memory grows with the size.
 """
 
 from __future__ import annotations
