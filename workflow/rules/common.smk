@@ -74,8 +74,8 @@ def flow_method(name):
 
 
 def dataset_source(wildcards):
-    """What the index reads: generated or downloaded videos (a folder a rule makes), or the split
-    files (the videos are seen through `videos_fingerprint`)."""
+    """What the index reads: the folder of generated or downloaded videos, or the split files
+    (the videos themselves are seen through `videos_fingerprint`)."""
     entry = dataset(wildcards.dataset)
     if entry["format"] == "demo":
         return {"source": paths.raw_dir(wildcards.dataset)}
@@ -96,8 +96,8 @@ def dataset_listing(name):
 
 
 def videos_fingerprint(wildcards):
-    """The index's param that changes when a video changes, appears or goes (not for videos a
-    rule makes: the folder is the index's input then)."""
+    """The index's param that changes when a video changes, appears or goes; empty for generated
+    or downloaded videos, whose folder is the index's input."""
     entry = dataset(wildcards.dataset)
     if entry["format"] == "demo" or entry.get("url"):
         return ""

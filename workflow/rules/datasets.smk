@@ -56,7 +56,12 @@ checkpoint index:
         shard_size=lambda wc: setting(wc.dataset, "index")["shard_size"],
         seed=lambda wc: setting(wc.dataset, "index")["seed"],
         test_fraction=lambda wc: setting(wc.dataset, "index")["test_fraction"],
-        missing=lambda wc: "--allow-missing" if DATASETS[wc.dataset].get("skip_bad_videos") else "",
+        # folder datasets listed by annotation files (Kinetics) may lack videos: left out when skipped
+        missing=lambda wc: (
+            "--allow-missing"
+            if dataset(wc.dataset)["format"] == "folder" and dataset(wc.dataset).get("skip_bad_videos")
+            else ""
+        ),
         smoke=f"--smoke-videos {stresnet.config.SMOKE_VIDEOS}" if SMOKE else "",
         videos=videos_fingerprint,
         code=code_digest("index"),
