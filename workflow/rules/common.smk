@@ -96,8 +96,8 @@ def dataset_listing(name):
 
 
 def videos_fingerprint(wildcards):
-    """The index's param that changes when a video changes, appears or goes; empty for generated
-    or downloaded videos, whose folder is the index's input."""
+    """The index's param that changes when a video appears or goes; empty for generated or
+    downloaded videos, whose folder is the index's input."""
     entry = dataset(wildcards.dataset)
     if entry["format"] == "demo" or entry.get("url"):
         return ""
