@@ -362,7 +362,7 @@ def main(argv: list[str] | None = None) -> None:
                  counts["videos"], counts["fields"], args.method, seconds, counts["fields"] / max(seconds, 1e-9),
                  args.threads, args.out)
         if "busy_s" in counts:
-            log.info("device %s computed %.0f s of %.0f s (busy share %.2f)", counts["device"], counts["busy_s"],
+            log.info("device %s computed %.0f s in %.0f s (busy share %.2f)", counts["device"], counts["busy_s"],
                      seconds, counts["busy_s"] / max(seconds, 1e-9))
     except cv2.error as e:  # OpenCV's own refusal of a frame pair is a fault of the data
         raise ShardError(f"{args.frames}: OpenCV could not compute the flow ({e}); rebuild the frame shard") from e

@@ -2,10 +2,10 @@
 the TV-L1 solver of stresnet.tvl1_torch in batches, on CUDA or the CPU, while a thread pool
 decodes the frames ahead and encodes the finished fields, so the device does not wait for them.
 
-On CUDA one thread drives the device; on the CPU `threads` solver threads run batches side by
-side, one torch thread each (one torch thread per op measured no faster with two threads: the
-ops are too small to share). Pairs of different sizes in one batch are solved as one sub-batch
-per size; each pair's flow is the same as when solved alone.
+One thread drives the solver; on the CPU its operations use `threads` torch threads (solver
+threads side by side would not run at once: torch.compile's CPU kernels hold the GIL, measured).
+Pairs of different sizes in one batch are solved as one sub-batch per size; each pair's flow is
+the same as when solved alone.
 """
 
 from __future__ import annotations
@@ -104,11 +104,10 @@ def write_fields(videos: Iterable[tuple[str, list[np.ndarray], dict, str]],
                  encode: Callable[[np.ndarray], Field]) -> None:
     """Flow of every video of `videos` ((key, encoded frames, attributes, where) in order), written
     in that order by `write(key, attrs, fields)`. Frames are decoded ahead and fields encoded by an
-    I/O pool; batches of `batch` pairs go to `solve` (one solver thread on CUDA, `threads` on the
-    CPU), at most one more batch in flight than solver threads."""
-    solvers = 1 if solve.device.type == "cuda" else max(1, threads)
-    io = ThreadPoolExecutor(max(2, threads if solve.device.type == "cuda" else 2), thread_name_prefix="flow-io")
-    workers = ThreadPoolExecutor(solvers, thread_name_prefix="flow-solve")
+    I/O pool (`threads` threads on CUDA, 2 on the CPU, where they take little); batches of `batch`
+    pairs go to `solve` in a thread of its own, one batch waiting behind the one it solves."""
+    io = ThreadPoolExecutor(max(2, threads) if solve.device.type == "cuda" else 2, thread_name_prefix="flow-io")
+    solver = ThreadPoolExecutor(1, thread_name_prefix="flow-solve")
     decoded: collections.deque[_Video] = collections.deque()  # decoding, not yet queued as pairs
     unwritten: collections.deque[_Video] = collections.deque()
     in_flight: collections.deque[Future] = collections.deque()
@@ -119,9 +118,9 @@ def write_fields(videos: Iterable[tuple[str, list[np.ndarray], dict, str]],
         return [io.submit(encode, flow) for flow in solve(pairs)]
 
     def run(items: list[tuple[_Video, int, np.ndarray, np.ndarray]]) -> None:
-        while len(in_flight) > solvers:  # keep memory bounded: wait for the oldest batch
+        while len(in_flight) > 1:  # one batch solving, one waiting: memory stays bounded
             in_flight.popleft().result()
-        future = workers.submit(solve_and_encode, [(a, b) for _, _, a, b in items])
+        future = solver.submit(solve_and_encode, [(a, b) for _, _, a, b in items])
         in_flight.append(future)
         for k, (video, i, _, _) in enumerate(items):
             video.slots[i] = (future, k)
@@ -155,7 +154,7 @@ def write_fields(videos: Iterable[tuple[str, list[np.ndarray], dict, str]],
             run(queue)
         flush_written(block=True)
     finally:
-        workers.shutdown(wait=True, cancel_futures=True)
+        solver.shutdown(wait=True, cancel_futures=True)
         io.shutdown(wait=True, cancel_futures=True)
 
 
@@ -174,7 +173,7 @@ def batched_writer(params: Mapping[str, Any], speed: Mapping[str, Any], threads:
     def run(videos: Iterable[tuple[str, list[np.ndarray], dict, str]],
             write: Callable[[str, dict, list[Field]], None]) -> dict[str, Any]:
         torch_threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # on the CPU: one torch thread per solver thread
+        torch.set_num_threads(max(1, threads))  # the solver's, on the CPU
         try:
             write_fields(videos, write, solve, batch, threads, decode, encode)
         finally:
