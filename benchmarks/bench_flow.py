@@ -124,7 +124,8 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=1, help="runs of each measurement; the fastest counts")
     p.add_argument("--keep", help="folder to keep the frame and flow shards in (for flowviz)")
     p.add_argument("--no-write", action="store_true", help="print only, leave docs/benchmarks.md")
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    p.add_argument("--methods", nargs="+", default=[m for m in METHODS if m != "tvl1_torch"], choices=list(METHODS),
+                   help="methods to run (tvl1_torch has its own benchmark: bench_tvl1_torch.py)")
     p.add_argument("--section", default="Optical flow", help="section of docs/benchmarks.md to write")
     p.add_argument("--reference", nargs=2, metavar=("FRAMES", "OUT"), help=argparse.SUPPRESS)
     a = p.parse_args()

@@ -1,6 +1,7 @@
 # Config loading and validation, and the input functions the rules share. Every path comes from
 # stresnet.paths; settings are split into those that shape results (rule params, tracked by
 # Snakemake) and those that only set speed (Untracked: changing them reruns nothing).
+import functools
 import hashlib
 import json
 import shlex
@@ -16,8 +17,9 @@ PACKAGE_DIR = Path(workflow.basedir) / "workflow"
 sys.path.insert(0, str(PACKAGE_DIR))
 import stresnet.config
 from stresnet import paths
-from stresnet.config import config_error, cross_field_errors, split_speed
+from stresnet.config import config_error, cross_field_errors, flow_method_settings, flow_shaping, split_speed
 from stresnet.datasets import dataset_files, files_fingerprint
+from stresnet.devices import device_pool
 from stresnet.manifest import manifest_state
 from stresnet.provenance import code_digest
 
@@ -71,6 +73,30 @@ def setting(name, stage):
 
 def flow_method(name):
     return setting(name, "flow")["method"]
+
+
+def flow_params(name, method):
+    """A flow method's parameters, as the JSON argument of the flow stage: they shape the result."""
+    return shlex.quote(json.dumps(flow_method_settings(setting(name, "flow"), method)[0], sort_keys=True))
+
+
+def flow_speed(name, method):
+    """A flow method's speed settings (tvl1_torch: batch, device, compile): passed, never recorded."""
+    return Untracked(shlex.quote(json.dumps(flow_method_settings(setting(name, "flow"), method)[1], sort_keys=True)))
+
+
+@functools.cache
+def gpus_listed():
+    return bool(device_pool())
+
+
+def flow_gpus(name, method):
+    """GPUs a flow job asks for: one for tvl1_torch on cuda, or on auto where this machine lists
+    GPUs (nvidia-smi or STRESNET_GPU_POOL); none for OpenCV's methods."""
+    if method != "tvl1_torch":
+        return 0
+    device = flow_method_settings(setting(name, "flow"), method)[1]["device"]
+    return int(device == "cuda" or (device == "auto" and gpus_listed()))
 
 
 def dataset_source(wildcards):
@@ -275,7 +301,8 @@ def config_digest(name):
     sections = ("index", "frames", "flow", "train", "evaluate")  # each taken below, speed settings left out
     relevant = {
         "dataset": {k: v for k, v in DATASETS[name].items() if k not in sections},
-        **{stage: setting(name, stage) for stage in ("index", "frames", "flow")},
+        **{stage: setting(name, stage) for stage in ("index", "frames")},
+        "flow": flow_shaping(setting(name, "flow")),
         "evaluate": {"chunks": setting(name, "evaluate")["chunks"]},
         **{phase: shaping_settings(name, phase) for phase in TRAIN_PHASES},
         "pretrained": train_setting(name, "pretrained"),

@@ -1,6 +1,7 @@
 # Optical flow: one job per frame shard, then the flow manifest of the dataset's flow shards.
 # The method is part of the path and its parameters are rule params, so changing either reruns
-# flow (and what reads it), never the frames.
+# flow (and what reads it), never the frames. tvl1_torch's speed settings (batch, device,
+# compile) are Untracked; on CUDA its job asks for gpu=1 and runs on a device of its own.
 
 
 rule flow:
@@ -9,25 +10,27 @@ rule flow:
     output:
         shard=paths.flow_shard("{dataset}", "{method}", "{shard}"),
     wildcard_constraints:
-        method="tvl1|dis|farneback",
+        method="tvl1|tvl1_torch|dis|farneback",
     params:
-        method_params=lambda wc: shlex.quote(json.dumps(setting(wc.dataset, "flow")[wc.method], sort_keys=True)),
+        method_params=lambda wc: flow_params(wc.dataset, wc.method),
+        speed=lambda wc: flow_speed(wc.dataset, wc.method),
         bound=lambda wc: setting(wc.dataset, "flow")["bound"],
         quality=lambda wc: setting(wc.dataset, "flow")["jpeg_quality"],
         code=code_digest("flow"),
     threads: config["flow"]["threads"]
     resources:
+        gpu=lambda wc: flow_gpus(wc.dataset, wc.method),
         mem_mb=lambda wc, attempt: 2000 * attempt,
     log:
         paths.log("{dataset}", "flow/{method}/{shard}"),
     benchmark:
         paths.benchmark("{dataset}", "flow/{method}/{shard}")
     conda:
-        "../../envs/preprocess.yaml"
+        lambda wc: "../../envs/train.yaml" if wc.method == "tvl1_torch" else "../../envs/preprocess.yaml"  # torch
     shell:
-        "python -m stresnet flow --frames {input.frames} --out {output.shard}"
-        " --method {wildcards.method} --params {params.method_params} --bound {params.bound}"
-        " --jpeg-quality {params.quality} --threads {threads} > {log} 2>&1"
+        "python -m stresnet devices --gpus {resources.gpu} -- python -m stresnet flow --frames {input.frames}"
+        " --out {output.shard} --method {wildcards.method} --params {params.method_params} --speed {params.speed}"
+        " --bound {params.bound} --jpeg-quality {params.quality} --threads {threads} > {log} 2>&1"
 
 
 rule flow_manifest:
@@ -37,7 +40,7 @@ rule flow_manifest:
     output:
         paths.flow_manifest("{dataset}", "{method}"),
     wildcard_constraints:
-        method="tvl1|dis|farneback",
+        method="tvl1|tvl1_torch|dis|farneback",
     params:
         listed=lambda wc: manifest_state(paths.flow_manifest(wc.dataset, wc.method)),
         code=code_digest("flow"),

@@ -36,6 +36,23 @@ def split_speed(settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any
             {k: v for k, v in settings.items() if k in SPEED_KEYS})
 
 
+# the flow settings of how fast: the job's threads; tvl1_torch's batch, device and compile
+FLOW_SPEED_KEYS = ("threads", "batch", "device", "compile")
+
+
+def flow_shaping(flow: dict[str, Any]) -> dict[str, Any]:
+    """The flow settings that shape results: the section without its speed settings, in it and in
+    each method's parameters."""
+    return {k: flow_shaping(v) if isinstance(v, dict) else v for k, v in flow.items() if k not in FLOW_SPEED_KEYS}
+
+
+def flow_method_settings(flow: dict[str, Any], method: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(parameters, speed settings) of a flow method from the flow section."""
+    settings = flow[method]
+    return ({k: v for k, v in settings.items() if k not in FLOW_SPEED_KEYS},
+            {k: v for k, v in settings.items() if k in FLOW_SPEED_KEYS})
+
+
 def config_error(config: dict[str, Any], schema_file: str | Path) -> str | None:
     """The most relevant schema violation of `config` as one line, or None when it is valid."""
     schema = yaml.safe_load(Path(schema_file).read_text())
@@ -47,9 +64,12 @@ def config_error(config: dict[str, Any], schema_file: str | Path) -> str | None:
     unexpected = re.findall(r"'([^']+)'", error.message.split("(")[-1]) if error.validator in (
         "additionalProperties", "unevaluatedProperties") else []
     if unexpected:
-        name = unexpected[0]
-        close = difflib.get_close_matches(name, sorted(_property_names(schema)), n=1, cutoff=0.6)
-        hint = f"; did you mean {close[0]!r}?" if close else "; see workflow/schemas/config.schema.yaml"
+        name, names = unexpected[0], _property_names(schema)
+        close = difflib.get_close_matches(name, sorted(names - {name}), n=1, cutoff=0.6)
+        if name in names:
+            hint = " (a key of another section); see workflow/schemas/config.schema.yaml"
+        else:
+            hint = f"; did you mean {close[0]!r}?" if close else "; see workflow/schemas/config.schema.yaml"
         return f"config key {'.'.join(filter(None, [key, name]))}: unknown key{hint}"
     return f"config key {key or '(top level)'}: {error.message}"
 

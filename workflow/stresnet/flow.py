@@ -2,15 +2,18 @@
 
 For each video of the frame shard, flow is computed between consecutive stored frames (greyscale,
 at their stored size), clipped to +-bound px, mapped to 0..255 and stored as one greyscale JPEG
-per component (paper Sec. 3.4); see flow_reader for the layout. The method is TV-L1, the paper's,
-or OpenCV's faster DIS or Farneback. The job's `threads` are worker threads, each running one
-single-threaded flow computation at a time, over consecutive frame pairs of the shard's videos.
+per component (paper Sec. 3.4); see flow_reader for the layout. The method is TV-L1, the paper's
+(OpenCV's, or `tvl1_torch`: the same algorithm in torch, batched over frame pairs, on CUDA or the
+CPU), or OpenCV's faster DIS or Farneback. For OpenCV's methods the job's `threads` are worker
+threads, each running one single-threaded flow computation at a time, over consecutive frame
+pairs of the shard's videos; for tvl1_torch see flow_torch.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import functools
 import json
 import logging
 import sys
@@ -18,7 +21,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import cv2
 import h5py
@@ -46,12 +49,16 @@ class FlowMethod:
     name = ""
     defaults: dict[str, Any] = {}
     optional: tuple[str, ...] = ()  # accepted without a default of their own
+    speed_defaults: dict[str, Any] = {}  # settings of how fast, never recorded: batch, device, ...
 
-    def __init__(self, params: Mapping[str, Any] | None = None):
-        unknown = set(params or {}) - set(self.defaults) - set(self.optional)
-        if unknown:
-            raise SettingError(f"unknown {self.name} parameter(s): {', '.join(sorted(unknown))}")
+    def __init__(self, params: Mapping[str, Any] | None = None, speed: Mapping[str, Any] | None = None):
+        for kind, given, known in (("parameter", params, {*self.defaults, *self.optional}),
+                                   ("speed setting", speed, set(self.speed_defaults))):
+            unknown = set(given or {}) - known
+            if unknown:
+                raise SettingError(f"unknown {self.name} {kind}(s): {', '.join(sorted(unknown))}")
         self.params = {**self.defaults, **(params or {})}
+        self.speed = {**self.speed_defaults, **(speed or {})}
 
     def create(self) -> Estimator:
         raise NotImplementedError
@@ -134,13 +141,33 @@ class Farneback(FlowMethod):
             p["poly_n"], p["poly_sigma"], flags)
 
 
-METHODS: dict[str, type[FlowMethod]] = {m.name: m for m in (Tvl1, Dis, Farneback)}
+class Tvl1Torch(FlowMethod):
+    """OpenCV's TV-L1 in torch (stresnet.tvl1_torch), batched over frame pairs, on CUDA or the
+    CPU; `stopping` chooses OpenCV's per-pair stopping test or a fixed iteration count. Speed
+    settings: `batch` (pairs per solver call; auto: 64 on CUDA, 1 on the CPU), `device` (auto,
+    cpu, cuda) and `compile` (fuse the inner iteration with torch.compile)."""
+
+    name = "tvl1_torch"
+    defaults = {**Tvl1.defaults, "stopping": "per_pair"}
+    speed_defaults = {"batch": "auto", "device": "auto", "compile": True}
+
+    def effective_params(self) -> dict[str, Any]:
+        from .tvl1_torch import check_params  # torch is imported by this method only
+
+        try:
+            return check_params(self.params)
+        except ValueError as e:
+            raise SettingError(str(e)) from e
 
 
-def flow_method(name: str, params: Mapping[str, Any] | None = None) -> FlowMethod:
+METHODS: dict[str, type[FlowMethod]] = {m.name: m for m in (Tvl1, Dis, Farneback, Tvl1Torch)}
+
+
+def flow_method(name: str, params: Mapping[str, Any] | None = None,
+                speed: Mapping[str, Any] | None = None) -> FlowMethod:
     if name not in METHODS:
         raise SettingError(f"unknown flow method {name!r}; choose one of {', '.join(METHODS)}")
-    return METHODS[name](params)
+    return METHODS[name](params, speed)
 
 
 def _decode_grey(data: np.ndarray, where: str) -> np.ndarray:
@@ -148,6 +175,22 @@ def _decode_grey(data: np.ndarray, where: str) -> np.ndarray:
         return decode_jpeg(data, grey=True)
     except ValueError as e:
         raise ShardError(f"{where}: {e}") from e
+
+
+def decode_video(jpegs: list[np.ndarray], where: str, first: int = 0) -> list[np.ndarray]:
+    """Grey frames first, first + 1, ... of a video, which must all have one size."""
+    frames = []
+    for j, data in enumerate(jpegs, first):
+        frames.append(_decode_grey(data, f"{where}, frame {j}"))
+        if j > first and frames[-1].shape != frames[-2].shape:
+            raise ShardError(f"{where}: frame {j} is {frames[-1].shape}, frame {j - 1} {frames[-2].shape}")
+    return frames
+
+
+def encode_field(flow: np.ndarray, bound: float, quality: int) -> tuple[bytes, bytes]:
+    """(H, W, 2) flow -> the JPEGs of its clipped, quantised components u and v."""
+    return (encode_jpeg(quantize(flow[..., 0], bound), quality),
+            encode_jpeg(quantize(flow[..., 1], bound), quality))
 
 
 class _Worker:
@@ -161,17 +204,8 @@ class _Worker:
         estimate = getattr(self.local, "estimate", None)
         if estimate is None:
             estimate = self.local.estimate = self.method.create()
-        prev = _decode_grey(jpegs[0], f"{where}, frame {first}")
-        fields = []
-        for j, data in enumerate(jpegs[1:], first + 1):
-            nxt = _decode_grey(data, f"{where}, frame {j}")
-            if nxt.shape != prev.shape:
-                raise ShardError(f"{where}: frame {j} is {nxt.shape}, frame {j - 1} {prev.shape}")
-            flow = estimate(prev, nxt)
-            fields.append((encode_jpeg(quantize(flow[..., 0], self.bound), self.quality),
-                           encode_jpeg(quantize(flow[..., 1], self.bound), self.quality)))
-            prev = nxt
-        return fields
+        frames = decode_video(jpegs, where, first)
+        return [encode_field(estimate(a, b), self.bound, self.quality) for a, b in zip(frames, frames[1:])]
 
 
 def _video_frames(reader: ShardReader, key: str) -> tuple[list[np.ndarray], dict]:
@@ -185,11 +219,44 @@ def _video_frames(reader: ShardReader, key: str) -> tuple[list[np.ndarray], dict
     return reader.encoded_range(key, 0, n, "frames"), attrs
 
 
+def _write_per_pair(videos: Iterable[tuple[str, list[np.ndarray], dict, str]],
+                    write: Callable[[str, dict, list[tuple[bytes, bytes]]], None], worker: _Worker,
+                    threads: int) -> dict[str, float]:
+    """OpenCV's methods: runs of consecutive pairs of each video go to `threads` workers."""
+    cv_threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)  # each worker runs single-threaded; the job's threads are the workers
+    pool = ThreadPoolExecutor(max(1, threads), thread_name_prefix="flow")
+    pending: collections.deque[tuple[str, dict, list[Future]]] = collections.deque()
+
+    def finish() -> None:
+        key, video_attrs, tasks = pending.popleft()
+        write(key, video_attrs, [f for task in tasks for f in task.result()])
+
+    failed = True
+    try:
+        for key, jpegs, video_attrs, where in videos:
+            step = max(1, min(PAIRS_PER_TASK, -(-(len(jpegs) - 1) // max(1, threads))))
+            tasks = [pool.submit(worker, jpegs[a:a + step + 1], where, a) for a in range(0, len(jpegs) - 1, step)]
+            pending.append((key, video_attrs, tasks))
+            # a few videos in flight keep every worker busy across video boundaries
+            while len(pending) > 2 * max(1, threads):
+                finish()
+        while pending:
+            finish()
+        failed = False
+    finally:
+        pool.shutdown(wait=not failed, cancel_futures=True)
+        cv2.setNumThreads(cv_threads)
+    return {}
+
+
 def compute_shard(frames: str | Path, out: str | Path, method: str = "tvl1",
                   params: Mapping[str, Any] | None = None, bound: float = 20.0,
-                  jpeg_quality: int = 95, threads: int = 1) -> dict[str, int]:
-    """Write the flow of every video of the frame shard `frames` to `out`; returns counts."""
-    algo = flow_method(method, params)
+                  jpeg_quality: int = 95, threads: int = 1,
+                  speed: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Write the flow of every video of the frame shard `frames` to `out`; returns counts (and,
+    for tvl1_torch, `busy_s`: the seconds the device computed, and `device`)."""
+    algo = flow_method(method, params, speed)
     if bound <= 0:
         raise SettingError("bound must be positive")
     try:
@@ -201,47 +268,36 @@ def compute_shard(frames: str | Path, out: str | Path, method: str = "tvl1",
              "bound": bound, "jpeg_quality": jpeg_quality, "frames": reader.attrs,
              "shard": reader.attrs.get("shard"),
              "versions": {"stresnet": __version__, "opencv": cv2.__version__, "h5py": h5py.__version__}}
-    worker = _Worker(algo, bound, jpeg_quality)
-    counts = {"videos": 0, "fields": 0}
-    cv_threads = cv2.getNumThreads()
-    cv2.setNumThreads(1)  # each worker runs single-threaded; the job's threads are the workers
-    pool = ThreadPoolExecutor(max(1, threads), thread_name_prefix="flow")
-    pending: collections.deque[tuple[str, dict, list[Future]]] = collections.deque()
+    if isinstance(algo, Tvl1Torch):
+        from .flow_torch import batched_writer  # torch is imported by this method only
 
-    def finish(writer: ShardWriter) -> None:
-        key, video_attrs, tasks = pending.popleft()
-        fields = [f for task in tasks for f in task.result()]
-        n = len(fields) + 1
-        writer.add(key, {"u": [u for u, _ in fields], "v": [v for _, v in fields]},
-                   n_frames=n, n_fields=n - 1, fps=float(video_attrs.get("fps", 0.0)))
-        counts["videos"] += 1
-        counts["fields"] += n - 1
+        run, run_attrs = batched_writer(effective, algo.speed, threads, decode_video,
+                                        functools.partial(encode_field, bound=bound, quality=jpeg_quality))
+        attrs["versions"]["torch"] = run_attrs.pop("torch")
+        attrs.update(run_attrs)  # the device: provenance, never compared
+    else:
+        run = functools.partial(_write_per_pair, worker=_Worker(algo, bound, jpeg_quality), threads=threads)
+    counts: dict[str, Any] = {"videos": 0, "fields": 0}
+    began = time.monotonic()
 
-    failed = True
-    try:
-        began = time.monotonic()
-        with ShardWriter(out, attrs) as writer:
-            keys = Progress(reader.keys(), f"flow {Path(frames).stem}", unit="video")
-            for key in keys:
-                keys.postfix(fields=counts["fields"], fields_s=counts["fields"] / max(time.monotonic() - began, 1e-9))
-                jpegs, video_attrs = _video_frames(reader, key)
-                if len(jpegs) < 2:
-                    log.warning("video %r has %d frame; no flow field (the frame stage reports such "
-                                "videos as too short unless run with --min-frames 1)", key, len(jpegs))
-                where = f"{reader.path}: video {key!r}"
-                step = max(1, min(PAIRS_PER_TASK, -(-(len(jpegs) - 1) // max(1, threads))))
-                tasks = [pool.submit(worker, jpegs[a:a + step + 1], where, a)
-                         for a in range(0, len(jpegs) - 1, step)]
-                pending.append((key, video_attrs, tasks))
-                # a few videos in flight keep every worker busy across video boundaries
-                while len(pending) > 2 * max(1, threads):
-                    finish(writer)
-            while pending:
-                finish(writer)
-        failed = False
-    finally:
-        pool.shutdown(wait=not failed, cancel_futures=True)
-        cv2.setNumThreads(cv_threads)
+    def videos(keys: Progress) -> Iterator[tuple[str, list[np.ndarray], dict, str]]:
+        for key in keys:
+            keys.postfix(fields=counts["fields"], fields_s=counts["fields"] / max(time.monotonic() - began, 1e-9))
+            jpegs, video_attrs = _video_frames(reader, key)
+            if len(jpegs) < 2:
+                log.warning("video %r has %d frame; no flow field (the frame stage reports such "
+                            "videos as too short unless run with --min-frames 1)", key, len(jpegs))
+            yield key, jpegs, video_attrs, f"{reader.path}: video {key!r}"
+
+    with ShardWriter(out, attrs) as writer:
+        def write(key: str, video_attrs: dict, fields: list[tuple[bytes, bytes]]) -> None:
+            n = len(fields) + 1
+            writer.add(key, {"u": [u for u, _ in fields], "v": [v for _, v in fields]},
+                       n_frames=n, n_fields=n - 1, fps=float(video_attrs.get("fps", 0.0)))
+            counts["videos"] += 1
+            counts["fields"] += n - 1
+
+        counts.update(run(videos(Progress(reader.keys(), f"flow {Path(frames).stem}", unit="video")), write))
     return counts
 
 
@@ -275,6 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bound", type=float, default=20.0, help="clip displacements at +-bound px")
     p.add_argument("--jpeg-quality", type=int, default=95)
     p.add_argument("--threads", type=int, default=1, help="flow computations run at once")
+    p.add_argument("--speed", default="{}", type=json.loads,
+                   help='speed settings of the method as JSON (tvl1_torch: batch, device, compile), e.g. '
+                        '\'{"device": "cuda", "batch": 64}\'; they set how fast, not what is computed')
     return p
 
 
@@ -297,11 +356,14 @@ def main(argv: list[str] | None = None) -> None:
         args = build_parser().parse_args(argv)
         began = time.monotonic()
         counts = compute_shard(args.frames, args.out, args.method, args.params, args.bound,
-                               args.jpeg_quality, args.threads)
+                               args.jpeg_quality, args.threads, args.speed)
         seconds = time.monotonic() - began
         log.info("%s: %d videos, %d flow fields (%s) in %.0f s, %.1f fields/s with %d threads -> %s", args.frames,
                  counts["videos"], counts["fields"], args.method, seconds, counts["fields"] / max(seconds, 1e-9),
                  args.threads, args.out)
+        if "busy_s" in counts:
+            log.info("device %s computed %.0f s in %.0f s (busy share %.2f)", counts["device"], counts["busy_s"],
+                     seconds, counts["busy_s"] / max(seconds, 1e-9))
     except cv2.error as e:  # OpenCV's own refusal of a frame pair is a fault of the data
         raise ShardError(f"{args.frames}: OpenCV could not compute the flow ({e}); rebuild the frame shard") from e
 
