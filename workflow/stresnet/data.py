@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .flow_reader import STACK_LENGTH, FlowReader, hflip_stack, valid_centres
-from .index import read_table
+from .index import class_names, read_table
 from .manifest import Manifest, ManifestError
 from .runtime import channels_last
 from .store import ShardReader
@@ -73,7 +73,7 @@ class VideoStore:
 
 def dataset_classes(frames: Manifest) -> list[str]:
     """The names of every class of the dataset, by label, from its frames manifest's classes.csv."""
-    return list(read_table(frames.file("classes")).sort_values("label")["class"])
+    return class_names(read_table(frames.file("classes")))
 
 
 def open_videos(frames_manifest: str | Path, flow_manifest: str | Path | None = None

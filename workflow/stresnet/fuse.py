@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import InputError, run_stage
-from .index import read_table
+from .index import class_names, read_table
 from .manifest import file_sha256
 
 log = logging.getLogger(__name__)
@@ -32,10 +32,6 @@ OWN = "st_resnet_star"  # the pipeline's scores that external ones are fused wit
 
 class ScoresError(InputError):
     """An external score file that cannot be fused."""
-
-
-def class_names(videos: pd.DataFrame) -> list[str]:
-    return list(videos.sort_values("label").drop_duplicates("label")["class"])
 
 
 def read_scores(path: str | Path, classes: list[str]) -> tuple[np.ndarray, np.ndarray]:

@@ -70,6 +70,11 @@ def class_table(table: pd.DataFrame) -> pd.DataFrame:
     return classes
 
 
+def class_names(classes: pd.DataFrame) -> list[str]:
+    """Class names by label, from classes.csv (any table with label and class columns)."""
+    return list(classes.sort_values("label").drop_duplicates("label")["class"])
+
+
 def merge_reports(index: pd.DataFrame, reports: list[pd.DataFrame]) -> pd.DataFrame:
     """videos.csv: the index joined with what frame extraction found for every video."""
     found = pd.concat(reports, ignore_index=True) if reports else pd.DataFrame(columns=REPORT_COLUMNS)

@@ -99,10 +99,9 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     if args.command == "split":
-        from .index import read_table
+        from .index import class_names, read_table
 
-        videos = read_table(args.classes)
-        classes = list(videos.sort_values("label").drop_duplicates("label")["class"])
+        classes = class_names(read_table(args.classes))
         result = split_metrics([Path(f) for f in args.scores], classes, args.config_digest)
         if args.smoke:
             result = {"smoke": smoke_mark(args.smoke), **result}

@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .index import read_table  # noqa: E402
+from .index import class_names, read_table  # noqa: E402
 from .errors import run_stage
 from .metrics import confusion  # noqa: E402
 
@@ -111,11 +111,6 @@ def plot_confusion(scores: Path, classes: list[str], out: Path) -> None:
     plt.close(fig)
 
 
-def class_names(videos_csv: str | Path) -> list[str]:
-    videos = read_table(videos_csv)
-    return list(videos.sort_values("label").drop_duplicates("label")["class"])
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stresnet report", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -143,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     if len(a.curves) != len(a.out_curves):
         raise SystemExit("stresnet report: --curves and --out-curves must pair up")
-    classes = class_names(a.classes)
+    classes = class_names(read_table(a.classes))
     for curves, out in zip(a.curves, a.out_curves):
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         plot_phase_curves(Path(curves), Path(out))
