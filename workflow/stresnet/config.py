@@ -54,13 +54,14 @@ def flow_method_settings(flow: dict[str, Any], method: str) -> tuple[dict[str, A
 
 
 def config_error(config: dict[str, Any], schema_file: str | Path) -> str | None:
-    """The most relevant schema violation of `config` as one line, or None when it is valid."""
+    """The most relevant schema violation of `config` as one line naming the key the user wrote,
+    the bad value and what is allowed; None when it is valid."""
     schema = yaml.safe_load(Path(schema_file).read_text())
     validator = jsonschema.Draft202012Validator(schema)
-    error = jsonschema.exceptions.best_match(validator.iter_errors(config))
+    error = jsonschema.exceptions.best_match(validator.iter_errors(config), key=_relevance)
     if error is None:
         return None
-    key = ".".join(str(p) for p in error.absolute_path)
+    key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path).lstrip(".")
     unexpected = re.findall(r"'([^']+)'", error.message.split("(")[-1]) if error.validator in (
         "additionalProperties", "unevaluatedProperties") else []
     if unexpected:
@@ -71,7 +72,31 @@ def config_error(config: dict[str, Any], schema_file: str | Path) -> str | None:
         else:
             hint = f"; did you mean {close[0]!r}?" if close else "; see workflow/schemas/config.schema.yaml"
         return f"config key {'.'.join(filter(None, [key, name]))}: unknown key{hint}"
+    if error.validator == "not":  # a key refused where it is otherwise allowed (init_from of clip phases)
+        refused = error.validator_value.get("required", [])
+        return f"config key {key}.{'.'.join(refused)}: not allowed here; {error.schema.get('description', 'remove it')}"
+    if error.validator in ("oneOf", "anyOf"):
+        allowed = " or ".join(_allowed(option) for option in error.validator_value)
+        return f"config key {key}: {error.instance!r} is not {allowed}"
     return f"config key {key or '(top level)'}: {error.message}"
+
+
+def _relevance(error: jsonschema.ValidationError) -> tuple:
+    """best_match's order, with `unevaluatedProperties` last: a key whose value fails its own
+    schema is also 'unevaluated', and the user must hear about the value, not the key."""
+    return (error.validator != "unevaluatedProperties", *jsonschema.exceptions.relevance(error))
+
+
+def _allowed(schema: dict[str, Any]) -> str:
+    """One alternative of a oneOf in words: 'auto', 'an integer >= 1', ..."""
+    if "const" in schema:
+        return repr(schema["const"])
+    if "enum" in schema:
+        return "one of " + ", ".join(map(repr, schema["enum"]))
+    kind = {"integer": "an integer", "number": "a number", "string": "a string"}.get(schema.get("type"), "valid")
+    bounds = [f"{op} {schema[k]}" for k, op in (("minimum", ">="), ("exclusiveMinimum", ">"),
+                                                 ("maximum", "<="), ("exclusiveMaximum", "<")) if k in schema]
+    return " ".join([kind, *bounds])
 
 
 def _property_names(schema: Any) -> set[str]:
@@ -92,7 +117,8 @@ def train_setting(config: dict[str, Any], name: str, key: str) -> Any:
 def phase_settings(config: dict[str, Any], name: str, phase: str) -> dict[str, Any]:
     """One phase's settings for dataset `name`: Table 2's (config.yaml train.<phase>), the shared
     training settings, and the dataset's own overrides."""
-    shared = {k: train_setting(config, name, k) for k in ("seed", "momentum", "weight_decay", "workers", "checkpoint_every")}
+    shared = {k: train_setting(config, name, k)
+              for k in ("seed", "momentum", "weight_decay", "precision", "workers", "checkpoint_every")}
     return {**shared, **config["train"][phase], **config["datasets"][name].get("train", {}).get(phase, {})}
 
 
