@@ -9,7 +9,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from stresnet.models.checkpoint import weights_digest
+from stresnet.models.checkpoint import content_digest
 from stresnet.models import (
     MotionResidual,
     PreActivation,
@@ -438,8 +438,8 @@ def test_checkpoint_of_another_kind_is_a_clear_error(streams, tmp_path):
     lying = tmp_path / "lying.pt"
     motion = _model("motion", streams)
     meta = {"kind": "appearance", "num_classes": K}
-    torch.save({"meta": meta, "state_dict": motion.state_dict(), "extra": {},
-                "sha256": weights_digest(motion.state_dict())}, lying)
+    content = {"meta": meta, "state_dict": motion.state_dict(), "extra": {}}
+    torch.save({**content, "sha256": content_digest(content)}, lying)
     with pytest.raises(ValueError, match=rf"{lying}: its weights do not fit the appearance model"):
         load_checkpoint(lying)
     raw = tmp_path / "raw.pt"

@@ -21,14 +21,36 @@ class CheckpointError(InputError, ValueError):
     """A model file that is not a checkpoint of the kind expected, or whose weights changed."""
 
 
-def weights_digest(state: dict[str, torch.Tensor]) -> str:
-    """SHA-256 of a state dict's names, dtypes, shapes and bytes: checked on every load."""
+def content_digest(obj: Any) -> str:
+    """SHA-256 of everything a checkpoint holds: nested dicts (keys sorted), lists, strings,
+    numbers and tensors (dtype, shape, bytes). Checked on every load, so that a changed byte
+    anywhere (a weight, a class name, the identity a later stage compares) is refused."""
     digest = hashlib.sha256()
-    for name in sorted(state):
-        tensor = state[name].detach().cpu().contiguous()
-        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    _feed(digest, obj)
     return digest.hexdigest()
+
+
+def _feed(digest: "hashlib._Hash", obj: Any) -> None:
+    if isinstance(obj, torch.Tensor):
+        tensor = obj.detach().cpu().contiguous()
+        digest.update(f"T{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    elif isinstance(obj, dict):
+        digest.update(f"D{len(obj)}|".encode())
+        for key in sorted(obj, key=repr):
+            _feed(digest, key)
+            _feed(digest, obj[key])
+    elif isinstance(obj, (list, tuple)):
+        digest.update(f"L{len(obj)}|".encode())
+        for item in obj:
+            _feed(digest, item)
+    elif isinstance(obj, str):
+        data = obj.encode()
+        digest.update(f"S{len(data)}|".encode() + data)
+    elif obj is None or isinstance(obj, (bool, int, float)):
+        digest.update(f"{type(obj).__name__}:{obj!r}|".encode())
+    else:
+        raise TypeError(f"cannot digest a {type(obj).__name__} in a checkpoint")
 
 
 class Checkpoint(NamedTuple):
@@ -81,8 +103,8 @@ def save_checkpoint(path: str | Path, model: nn.Module, extra: dict[str, Any] | 
     path = Path(path)
     state = {k: v.cpu() for k, v in model.state_dict().items()}
     tmp = tmp_name(path)
-    torch.save({"meta": model_meta(model), "state_dict": state, "extra": extra or {},
-                "sha256": weights_digest(state)}, tmp)
+    content = {"meta": model_meta(model), "state_dict": state, "extra": extra or {}}
+    torch.save({**content, "sha256": content_digest(content)}, tmp)
     unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(tmp)
     if unsafe:  # fail now rather than when the weights-only load refuses the file
         tmp.unlink()
@@ -95,10 +117,12 @@ def _read(path: Path) -> dict[str, Any]:
         ckpt = load_weights_only(path, "checkpoint")
     except (ValueError, FileNotFoundError) as e:
         raise CheckpointError(str(e)) from e
-    if not (isinstance(ckpt, dict) and isinstance(ckpt.get("meta"), dict) and ckpt["meta"].get("kind") in KINDS):
+    if not (isinstance(ckpt, dict) and isinstance(ckpt.get("meta"), dict) and ckpt["meta"].get("kind") in KINDS
+            and isinstance(ckpt.get("state_dict"), dict)):
         raise CheckpointError(f"{path} is not a stresnet model checkpoint (no model kind in it)")
-    if ckpt.get("sha256") != weights_digest(ckpt["state_dict"]):
-        raise CheckpointError(f"{path}: its weights differ from the digest saved with them (damaged, or written "
+    content = {key: ckpt.get(key) for key in ("meta", "state_dict", "extra")}
+    if ckpt.get("sha256") != content_digest(content):
+        raise CheckpointError(f"{path}: its contents differ from the digest saved with them (damaged, or written "
                               f"by another version); rebuild it: snakemake --force {path}, then snakemake")
     return ckpt
 
