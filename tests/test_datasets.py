@@ -70,8 +70,8 @@ def test_hmdb51_missing_split_file(tmp_path):
         load_table("hmdb51", root, splits)
 
 
-def test_folder_dataset_seeded_stratified_split(tmp_path):
-    for cls, n in (("cats", 10), ("dogs", 20)):
+def test_folder_dataset_seeded_split_moves_no_video_when_another_comes_or_goes(tmp_path):
+    for cls, n in (("cats", 100), ("dogs", 200)):
         (tmp_path / "data" / cls).mkdir(parents=True)
         for i in range(n):
             (tmp_path / "data" / cls / f"{i}.mp4").touch()
@@ -80,7 +80,14 @@ def test_folder_dataset_seeded_stratified_split(tmp_path):
     b = load_table("folder", tmp_path / "data", test_fraction=0.3, seed=1)
     c = load_table("folder", tmp_path / "data", test_fraction=0.3, seed=2)
     assert a.equals(b) and not a.equals(c)
-    assert a.groupby("class")["split1"].apply(lambda s: (s == "test").sum()).to_dict() == {"cats": 3, "dogs": 6}
+    tested = a.groupby("class")["split1"].apply(lambda s: (s == "test").sum()).to_dict()
+    assert 20 <= tested["cats"] <= 40 and 45 <= tested["dogs"] <= 75  # about 30 % of each (binomial)
+    before = a.set_index("path")["split1"]
+    (tmp_path / "data" / "cats" / "new.mp4").touch()  # one more cat, one dog fewer
+    (tmp_path / "data" / "dogs" / "3.mp4").unlink()
+    after = load_table("folder", tmp_path / "data", test_fraction=0.3, seed=1).set_index("path")["split1"]
+    kept = before.index.intersection(after.index)
+    assert len(kept) == 299 and (after[kept] == before[kept]).all()
 
 
 def test_folder_dataset_with_split_csv(tmp_path):

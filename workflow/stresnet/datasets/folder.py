@@ -3,13 +3,13 @@
 Splits come from the splits folder when given: `split<k>.csv` files (columns `path`, `subset` =
 train/test), or Kinetics' annotation files `train.csv` and `validate.csv` (or `val.csv`; columns
 `label`, `youtube_id`, `time_start`, `time_end`), which make split 1 with the validation set as
-its test set. Without a splits folder, one seeded split stratified by class.
+its test set. Without a splits folder, one seeded split by a hash of each video's path.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
-import random
 import re
 from pathlib import Path
 
@@ -32,18 +32,23 @@ def _scan(root: Path) -> list[str]:
     )
 
 
-def _stratified(videos: list[str], test_fraction: float, seed: int) -> dict[str, str]:
-    by_class: dict[str, list[str]] = {}
-    for v in videos:
-        by_class.setdefault(v.split("/")[0], []).append(v)
-    rng = random.Random(seed)
-    subset = {}
-    for cls_videos in by_class.values():
-        shuffled = cls_videos[:]
-        rng.shuffle(shuffled)
-        n_test = round(len(shuffled) * test_fraction) if len(shuffled) > 1 else 0
-        subset.update({v: "test" if i < n_test else "train" for i, v in enumerate(shuffled)})
-    return subset
+def _hashed_split(videos: list[str], test_fraction: float, seed: int) -> dict[str, str]:
+    """path -> train/test: test where the video's path, hashed with the seed, falls below
+    `test_fraction`. A video's subset is a function of its own path alone, so adding or removing
+    videos moves no other (about `test_fraction` of each class is tested; exact shares would move
+    videos whenever a class grows)."""
+    def share(video: str) -> float:
+        return int(hashlib.sha256(f"{seed}/{video}".encode()).hexdigest()[:13], 16) / 16**13
+
+    subsets = {v: "test" if share(v) < test_fraction else "train" for v in videos}
+    by_class: dict[str, set[str]] = {}
+    for video, subset in subsets.items():
+        by_class.setdefault(video.split("/")[0], set()).add(subset)
+    lacking = sorted(c for c, found in by_class.items() if len(found) < 2)
+    if lacking:
+        log.warning("seeded split (index.seed %d): classes %s have no %s; add videos or split files", seed,
+                    ", ".join(lacking[:10]), "test or no training video")
+    return subsets
 
 
 def kinetics_files(splits: Path) -> dict[str, Path]:
@@ -96,7 +101,7 @@ def load_table(root: Path, splits: Path | None, test_fraction: float = 0.3, seed
     table = pd.DataFrame({"path": videos, "class": [v.split("/")[0] for v in videos]})
     table["label"] = table["class"].map(classes.index)
     if splits is None:
-        table["split1"] = table["path"].map(_stratified(videos, test_fraction, seed))
+        table["split1"] = table["path"].map(_hashed_split(videos, test_fraction, seed))
         return table
     files = {int(m[1]): p for p in sorted(Path(splits).glob("split*.csv")) if (m := _SPLIT_CSV.match(p.name))}
     if not files and kinetics_files(Path(splits)):
