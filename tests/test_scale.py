@@ -11,7 +11,7 @@ from stresnet.batching import candidates, largest_fitting, resolve_micro_batch
 from stresnet.datasets import DatasetError, load_table
 from stresnet.index import build_index, smoke_subset
 from stresnet.models import load_checkpoint
-from test_train import PHASE, SPEED, curves, prepared, run, train_cmd  # noqa: F401 (fixture)
+from test_train import PHASE, SPEED, curves, run, train_cmd
 
 CPU = torch.device("cpu")
 

@@ -10,48 +10,19 @@ import time
 
 import numpy as np
 import pandas as pd
-import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from stresnet.data import ClipDataset, VideoStore, WholeVideoDataset, open_videos
-from stresnet.demo import generate
 from stresnet.evaluate import evaluate, load_model
-from stresnet.flow import compute_shard, write_flow_manifest
-from stresnet.frames import extract_shard
-from stresnet.index import build_index, class_table, frames_manifest, merge_reports
 from stresnet.metrics import accuracy
 from stresnet.models import load_checkpoint
 from stresnet.predict import predict
+from conftest import prepare
 
 PHASE = {"batch": 4, "bn_batch": 2, "lr": [[0.01, 6]], "chunks": 1, "stride": [1, 1], "size": 32, "seed": 0,
          "momentum": 0.9, "weight_decay": 5e-4}
 SPEED = {"workers": 0, "micro_batch": 2, "checkpoint_every": 2}
-
-
-def prepare(root, short_side=32):
-    """A demo dataset run through index, frames and DIS flow into root/results, with manifests."""
-    if not (root / "raw").exists():
-        generate(root / "raw", seed=0, n_groups=3, clips_per_group=1, n_frames=12, width=64, height=48)
-    index = build_index("demo", root / "raw/UCF101", root / "raw/ucfTrainTestlist", shard_size=11)
-    results = root / "results"
-    reports, frames, flows = [], [], []
-    for shard in sorted(index["shard"].unique()):
-        frames.append(results / f"frames/{shard}.h5")
-        flows.append(results / f"flow/dis/{shard}.h5")
-        reports.append(extract_shard(index, shard, root / "raw/UCF101", frames[-1], short_side=short_side))
-        compute_shard(frames[-1], flows[-1], method="dis")
-    videos = merge_reports(index, reports)
-    videos.to_csv(results / "videos.csv", index=False)
-    class_table(index).to_csv(results / "classes.csv", index=False)
-    frames_manifest(results / "dataset_ready.json", results / "videos.csv", results / "classes.csv", frames, {})
-    write_flow_manifest(results / "flow/dis/manifest.json", flows, results / "dataset_ready.json")
-    return results
-
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    return prepare(tmp_path_factory.mktemp("data"))
 
 
 def train_cmd(results, out, phase="motion", settings=PHASE, init=(), speed=SPEED):
@@ -174,7 +145,8 @@ def test_all_phases_then_evaluation_and_predict(prepared, tmp_path):
     clips = {**PHASE, "lr": [[0.001, 1]], "chunks": 3, "stride": [1, 3]}
     log = run(train_cmd(prepared, tmp_path / "motion", "motion", streams)).stderr
     head = [line for line in log.splitlines() if "stresnet.train" in line]
-    assert "phase motion, split 1" in head[0] and "device: cpu" in head[1] and head[2].startswith("INFO stresnet.train: settings: {")
+    assert head[0].startswith("INFO stresnet.train: stresnet train, pid ") and "--phase motion" in head[0]
+    assert "phase motion, split 1" in head[1] and "device: cpu" in head[2] and head[3].startswith("INFO stresnet.train: settings: {")
     assert "frames:" in log and "flow:" in log and "done: motion, steps 1-2 of 2" in log and "\r" not in log
     run(train_cmd(prepared, tmp_path / "appearance", "appearance", streams))
     run(train_cmd(prepared, tmp_path / "st_resnet", "st_resnet", clips,

@@ -13,9 +13,11 @@ import logging
 import math
 from typing import Callable
 
+import psutil
 import torch
 from torch import nn
 
+from .errors import SettingError
 from .flow_reader import STACK_LENGTH
 
 log = logging.getLogger(__name__)
@@ -107,3 +109,39 @@ def resolve_micro_batch(setting: int | str, phase: str, batch: int, bn: int, wor
     if world == 1 or bn in sizes:
         return bn, "one BN group per pass, the fastest on the CPU"
     return sizes[-1], f"the fewest BN groups per pass that {world} processes share evenly"
+
+
+# memory estimates, checked before the first step (docs/benchmarks.md, "Memory per image"):
+# ResNet-50 activations kept for the backward pass per 224 x 224 image and stream in fp32
+# (111 MB measured on the CPU, rounded up), and those held at once in whole-frame testing per
+# pixel of a chunk, both streams (57 MB for a 341 x 256 chunk)
+TRAIN_BYTES_PER_IMAGE = 120e6
+TEST_BYTES_PER_PIXEL = 660
+
+
+def training_bytes(streams: int, clips: int, chunks: int, size: int, half: bool) -> float:
+    """About how much memory one training pass of `clips` clips needs."""
+    return streams * clips * chunks * (size / 224) ** 2 * TRAIN_BYTES_PER_IMAGE * (0.5 if half else 1)
+
+
+def inference_bytes(chunks: int, height: int, width: int, half: bool) -> float:
+    """About how much memory testing one video (one flip, whole frames) needs."""
+    return chunks * height * width * TEST_BYTES_PER_PIXEL * (0.5 if half else 1)
+
+
+def free_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    return psutil.virtual_memory().available
+
+
+def check_memory(need: float, what: str, remedy: str, device: torch.device) -> None:
+    """Refuse `what` in one line when its estimated need exceeds 80% of the free memory (the
+    loader's workers and the allocator need the rest); warn above half of it."""
+    free = free_bytes(device)
+    line = (f"{what} needs about {need / 1e9:.1f} GB (an estimate from ResNet-50's activations), "
+            f"{free / 1e9:.1f} GB are free on {device}")
+    if need > 0.8 * free:
+        raise SettingError(f"{line}; {remedy}")
+    if need > 0.5 * free:
+        log.warning("%s: little room left; %s if the job is killed", line, remedy)

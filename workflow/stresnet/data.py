@@ -8,6 +8,7 @@ share one crop and one flip.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -187,12 +188,19 @@ def network_inputs(batch: dict[str, torch.Tensor], device: torch.device) -> dict
     for key, x in batch.items():
         x = x.to(device, non_blocking=True)
         if key == "rgb":
-            mean, std = (torch.as_tensor(v, device=device).view(3, 1, 1) for v in (RGB_MEAN, RGB_STD))
+            mean, std = _rgb_normalisation(device)
             x = (channels_last(x).float() - mean) / std
         elif key == "flow":
             x = channels_last(x).float() - FLOW_CENTRE
         out[key] = x
     return out
+
+
+@functools.cache
+def _rgb_normalisation(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """RGB_MEAN and RGB_STD on `device`, copied there once: a copy from host memory per batch would
+    make the host wait for the device each time."""
+    return tuple(torch.as_tensor(v, device=device).view(3, 1, 1) for v in (RGB_MEAN, RGB_STD))
 
 
 def quiet_worker(_: int) -> None:

@@ -13,12 +13,15 @@ import csv
 import hashlib
 import json
 import logging
+import math
 import os
+import sys
 
 import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -26,10 +29,10 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from .batching import cuda_fits, probe_batch, resolve_micro_batch
+from .batching import check_memory, cuda_fits, probe_batch, resolve_micro_batch, training_bytes
 from .data import (ClipDataset, SampleSchedule, VideoStore, dataset_classes, network_inputs, open_videos,
-                   quiet_worker)
-from .errors import SettingError, run_stage
+                   quiet_worker, usable_frames)
+from .errors import InputError, SettingError, run_stage
 from .manifest import file_sha256
 from .models import (appearance_stream, build_model, convert_sub_batch_norm, load_checkpoint,
                      load_weights, motion_stream, save_checkpoint, set_chunks, st_resnet)
@@ -41,6 +44,10 @@ log = logging.getLogger(__name__)
 PHASES = ("motion", "appearance", "st_resnet", "st_resnet_star")
 INPUTS = {"motion": ("flow",), "appearance": ("rgb",), "st_resnet": ("rgb", "flow"),
           "st_resnet_star": ("rgb", "flow")}
+
+# curves.csv; data_wait: the share of the step's time the host waited for the data loader
+CURVE_COLUMNS = ["step", "lr", "loss", "accuracy", "samples_per_s", "data_wait"]
+
 
 def lr_at(it: int, schedule: list[list[float]]) -> float:
     """Table 2's step schedule: [[lr, iterations], ...] -> learning rate of step `it`."""
@@ -87,7 +94,8 @@ def retarget_stream(stream: nn.Module, num_classes: int) -> nn.Module:
     stream.fc = nn.Linear(stream.fc.in_features, num_classes)
     return stream
 
-def clip_loss(model: nn.Module, phase: str, batch: dict[str, torch.Tensor], chunks: int) -> tuple[torch.Tensor, int]:
+def clip_loss(model: nn.Module, phase: str, batch: dict[str, torch.Tensor], chunks: int
+              ) -> tuple[torch.Tensor, torch.Tensor]:
     """The loss of a micro-batch, averaged over its clips; and the hits of the summed scores.
 
     Sec. 3.4 (ST-ResNet: "a single loss for each of the 5 inputs and both streams"): one softmax
@@ -106,8 +114,46 @@ def clip_loss(model: nn.Module, phase: str, batch: dict[str, torch.Tensor], chun
     target = labels[:, None].expand(-1, positions).flatten()
     streams = [s.to(torch.promote_types(s.dtype, torch.float32)) for s in streams]  # bf16 under autocast
     loss = sum(F.cross_entropy(s.flatten(0, 1), target, reduction="sum") for s in streams) / len(labels)
-    hits = (sum(streams).mean(1).argmax(1) == labels).sum().item()
+    hits = (sum(streams).mean(1).argmax(1) == labels).sum()  # a tensor: no wait for the device here
     return loss, hits
+
+def ranks_from_slurm() -> None:
+    """DDP's rank variables from SLURM's, for processes started one per GPU by srun over several
+    nodes (STRESNET_DDP=slurm; torchrun sets them itself on one node)."""
+    if os.environ.get("STRESNET_DDP") == "slurm":
+        for ours, slurm in (("RANK", "SLURM_PROCID"), ("WORLD_SIZE", "SLURM_NTASKS"), ("LOCAL_RANK", "SLURM_LOCALID")):
+            os.environ[ours] = os.environ[slurm]
+
+
+def job_device(setting: str) -> torch.device:
+    """This process's device: cuda:LOCAL_RANK (one GPU per torchrun process, made current so that
+    the loader's pin-memory thread and NCCL use it, not GPU 0), or the CPU."""
+    if setting == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}")
+    torch.cuda.set_device(device)
+    return device
+
+
+def data_warnings(phase: str, cfg: dict[str, Any], n_frames: np.ndarray, short_side: int) -> list[str]:
+    """One line for each setting of a phase that the training videos (their frame counts) make
+    wasteful: crops upscaled, or clips longer than any video."""
+    key, out = f"train.{phase}", []
+    if cfg["size"] > short_side:
+        out.append(f"{key}.size {cfg['size']} exceeds the frames' short side {short_side}: every crop is upscaled "
+                   "(the paper crops 224 from frames of short side 256)")
+    usable = max(len(usable_frames(int(n), stacks="flow" in INPUTS[phase])) for n in n_frames)
+    span = (cfg["chunks"] - 1) * cfg["stride"][0] + 1
+    if span > usable:
+        out.append(f"{key}: {cfg['chunks']} chunks at stride >= {cfg['stride'][0]} span {span} frames, the longest "
+                   f"training video has {usable} usable frames: strides are reduced and frames repeat "
+                   "(lower chunks or stride)")
+    return out
+
+
+class Diverged(InputError):
+    """A non-finite loss: the phase stops at once and writes no model."""
+
 
 def file_identity(path: str) -> dict[str, Any]:
     return {"path": path, "sha256": file_sha256(path)}
@@ -125,13 +171,17 @@ class Trainer:
     def __init__(self, args: argparse.Namespace, cfg: dict[str, Any], speed: dict[str, Any]):
         self.args, self.cfg, self.speed, self.phase = args, cfg, speed, args.phase
         self.out = Path(args.out_dir)
+        ranks_from_slurm()
+        self.device = job_device(args.device)
         self.ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1
-        if self.ddp:
-            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        if self.ddp:  # the backend follows the job's device, not what the host happens to have
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo",
+                                    device_id=self.device if self.device.type == "cuda" else None)
         self.rank = dist.get_rank() if self.ddp else 0
         self.world = dist.get_world_size() if self.ddp else 1
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        self.device = torch.device(f"cuda:{local}" if torch.cuda.is_available() and args.device != "cpu" else "cpu")
+        if self.ddp:
+            log.info("rank %d of %d (local rank %s) on %s", self.rank, self.world, os.environ.get("LOCAL_RANK"),
+                     self.device)
         self.main = self.rank == 0
         self.lock = OutputLock(self.out) if self.main else None
         if self.lock and self.lock.removed:
@@ -161,8 +211,10 @@ class Trainer:
         model = initial_model(self.phase, self.num_classes, args.pretrained, args.init, self.info["flow"])
         convert_sub_batch_norm(model, cfg["bn_batch"])  # Sec. 3.3: BN over groups of bn_batch clips
         self.model = model.to(self.device, memory_format=torch.channels_last)
-        self.autocast = autocast(self.device)
+        self.autocast = autocast(self.device, cfg.get("precision", "bf16"))
+        self.autocast_dtype = getattr(self.autocast, "fast_dtype", None)
         self.speed = {**speed, "micro_batch": self._micro_batch(speed["micro_batch"])}
+        self._check_settings(train["n_frames"].to_numpy(), short_side, fits_probed=speed["micro_batch"] == "auto")
         if cfg.get("smoke"):  # a smoke run: each step is one micro-batch per process
             self.cfg = cfg = {**cfg, "batch": self.speed["micro_batch"] * self.world}
             self.identity["settings"] = cfg
@@ -173,7 +225,8 @@ class Trainer:
                                f"per step cannot be shared by {self.world} processes; use micro_batch: auto")
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=lr_at(0, cfg["lr"]),
                                          momentum=cfg["momentum"], weight_decay=cfg["weight_decay"])
-        self.net = DistributedDataParallel(self.model) if self.ddp else self.model
+        self.net = (DistributedDataParallel(self.model, device_ids=[self.device] if self.device.type == "cuda" else None)
+                    if self.ddp else self.model)
         self.state_file = self.out / "checkpoint.pt"
         self.curves: list[dict[str, float]] = []
         self.start = self._resume()
@@ -199,6 +252,19 @@ class Trainer:
         self.micro_reason = (f"micro_batch: {micro} clips per pass ({why}), {-(-micro // cfg['bn_batch'])} BN "
                              f"group(s) of {cfg['bn_batch']} each")
         return micro
+
+    def _check_settings(self, n_frames: np.ndarray, short_side: int, fits_probed: bool) -> None:
+        """Settings that make no sense for this data, before the first step: a warning where they
+        would only waste work, a refusal where the job would run out of memory."""
+        cfg, key = self.cfg, f"train.{self.phase}"
+        for line in data_warnings(self.phase, cfg, n_frames, short_side):
+            log.warning("%s", line)
+        if not (fits_probed and self.device.type == "cuda"):  # else the probe measured it
+            need = training_bytes(len(INPUTS[self.phase]), self.speed["micro_batch"], cfg["chunks"], cfg["size"],
+                                  half=self.autocast_dtype is not None)
+            check_memory(need, f"{key}: a pass of {self.speed['micro_batch']} clips x {cfg['chunks']} chunks at "
+                         f"{cfg['size']} px", f"lower {key}.size (224 in the paper) or micro_batch (at least "
+                         f"bn_batch, {cfg['bn_batch']})", self.device)
 
     def _resume(self) -> int:
         """The step to start from: after the last checkpoint of a run of the same identity."""
@@ -251,6 +317,15 @@ class Trainer:
         for model in self.identity["init"]:
             log.info("starts from: %s (sha256 %s)", model["path"], model["sha256"][:16])
 
+    def _own_log(self) -> str:
+        """What this process wrote to its job's log (--log, appended to by each attempt): a model
+        made by a process whose Snakemake was killed still says how it was made."""
+        if not getattr(self.args, "log", None) or not Path(self.args.log).is_file():
+            return ""
+        with open(self.args.log, "rb") as f:
+            f.seek(getattr(self.args, "log_offset", 0))
+            return f.read().decode(errors="replace")
+
     def _board(self):
         """TensorBoard event files in <out>/tensorboard, for watching a run (main process only)."""
         if not self.main:
@@ -261,7 +336,7 @@ class Trainer:
 
     def _write_curves(self) -> None:
         with open(self.out / "curves.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=["step", "lr", "loss", "accuracy", "samples_per_s"])
+            writer = csv.DictWriter(f, fieldnames=CURVE_COLUMNS, extrasaction="ignore", restval="")
             writer.writeheader()
             writer.writerows(self.curves)
 
@@ -278,34 +353,43 @@ class Trainer:
                        initial=self.start, enabled=self.main)
         self._log_start()
         board = self._board()
-        began = time.perf_counter()
+        began, waited_total = time.perf_counter(), 0.0
         self.net.train()
         for it in bar:
             tic = time.perf_counter()
+            lr = lr_at(it, cfg["lr"])
             for group in self.optimizer.param_groups:
-                group["lr"] = lr_at(it, cfg["lr"])
-            loss_sum, hits = torch.zeros((), device=self.device), torch.zeros((), device=self.device)
+                group["lr"] = lr
+            totals = torch.zeros(2, device=self.device)  # summed loss, hits: read once per step
+            waited = 0.0
             for m in range(micro_per_rank):
+                asked = time.perf_counter()
                 batch = network_inputs(next(batches), self.device)
+                waited += time.perf_counter() - asked  # the host waiting for the loader
                 sync = self.net.no_sync() if self.ddp and m < micro_per_rank - 1 else contextlib.nullcontext()
                 with sync, self.autocast:
                     loss, h = clip_loss(self.net, self.phase, batch, chunks)
                 # the mean over the SGD batch; DDP averages over processes, hence the world size
                 (loss * len(batch["label"]) * self.world / cfg["batch"]).backward()
-                loss_sum += loss.detach() * len(batch["label"])
-                hits += h
+                totals += torch.stack([loss.detach() * len(batch["label"]), h.to(totals.dtype)])
+            waited_total += waited
+            if self.ddp:
+                dist.all_reduce(totals)
+            loss_sum, hits = totals.tolist()  # the step's one wait for the device
+            if not math.isfinite(loss_sum):
+                raise Diverged(f"train.{self.phase}.lr: the loss is {loss_sum / cfg['batch']} at step {it + 1} "
+                               f"(learning rate {lr:g}); the phase stopped and wrote no model.pt; lower the "
+                               "learning rate (or check the data) and rerun")
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
-            if self.ddp:
-                dist.all_reduce(loss_sum)
-                dist.all_reduce(hits)
             seconds = time.perf_counter() - tic
-            row = {"step": it + 1, "lr": lr_at(it, cfg["lr"]), "loss": loss_sum.item() / cfg["batch"],
-                   "accuracy": hits.item() / cfg["batch"], "samples_per_s": cfg["batch"] / seconds}
+            row = {"step": it + 1, "lr": lr, "loss": loss_sum / cfg["batch"], "accuracy": hits / cfg["batch"],
+                   "samples_per_s": cfg["batch"] / seconds, "data_wait": waited / seconds}
             self.curves.append(row)
-            bar.postfix(loss=row["loss"], accuracy=row["accuracy"], lr=row["lr"], samples_s=row["samples_per_s"])
+            bar.postfix(loss=row["loss"], accuracy=row["accuracy"], lr=row["lr"], samples_s=row["samples_per_s"],
+                        data_wait=row["data_wait"])
             if board is not None:
-                for name in ("loss", "accuracy", "lr", "samples_per_s"):
+                for name in ("loss", "accuracy", "lr", "samples_per_s", "data_wait"):
                     board.add_scalar(f"{self.phase}/{name}", row[name], it + 1)
                 board.add_scalar(f"{self.phase}/step_seconds", seconds, it + 1)
             if (it + 1) % self.speed["checkpoint_every"] == 0 and it + 1 < self.iterations:
@@ -315,12 +399,15 @@ class Trainer:
         if self.main:
             self._write_curves()
             last = self.curves[-1] if self.curves else {}
-            log.info("done: %s, steps %d-%d of %d in %.0f s; last step loss %.4g, accuracy %.3f -> %s", self.phase,
-                     self.start + 1, self.iterations, self.iterations, time.perf_counter() - began,
-                     last.get("loss", float("nan")), last.get("accuracy", float("nan")), self.out / "model.pt")
+            elapsed = time.perf_counter() - began
+            log.info("done: %s, steps %d-%d of %d in %.0f s (%.0f%% of it waiting for data); last step loss %.4g, "
+                     "accuracy %.3f -> %s", self.phase, self.start + 1, self.iterations, self.iterations, elapsed,
+                     100 * waited_total / max(elapsed, 1e-9), last.get("loss", float("nan")),
+                     last.get("accuracy", float("nan")), self.out / "model.pt")
             save_checkpoint(self.out / "model.pt", self.model, {
                 "phase": self.phase, "iterations": self.iterations, "settings": self.settings_digest(),
-                "identity": json.dumps(self.identity), "config": json.dumps(self.cfg), "info": self.info})
+                "identity": json.dumps(self.identity), "config": json.dumps(self.cfg), "info": self.info,
+                "log": self._own_log()})
             self.state_file.unlink(missing_ok=True)
             self.lock.release()
         if self.ddp:
@@ -344,11 +431,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", required=True)
     p.add_argument("--device", default="auto", choices=["auto", "cpu"])
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--log", help="the job's log file, appended to: its part from this process is kept in model.pt")
     return p
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
+    args.log_offset = Path(args.log).stat().st_size if args.log and Path(args.log).is_file() else 0
+    log.info("stresnet train, pid %d: %s", os.getpid(), " ".join(argv if argv is not None else sys.argv[1:]))
     setup_process(args.threads)
     speed = {"workers": 2, "micro_batch": "auto", "checkpoint_every": 500, **args.speed}
     Trainer(args, args.config, speed).fit()
