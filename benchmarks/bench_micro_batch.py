@@ -28,6 +28,9 @@ from stresnet.train import clip_loss
 PHASES = ("motion", "appearance", "st_resnet", "st_resnet_star")
 # larger sizes need more than the 24 GB of the machine these figures come from (about 0.1 GB per image)
 CANDIDATES = {"motion": (86,), "appearance": (8, 16, 32, 64), "st_resnet": (4, 8), "st_resnet_star": (4,)}
+# on a GPU: every count of whole BN groups that covers Table 2's SGD batch in 1, 2, 3 ... passes
+CUDA_CANDIDATES = {"motion": (86, 172, 258), "appearance": (8, 32, 64, 128, 256), "st_resnet": (4, 8, 16, 32),
+                   "st_resnet_star": (4, 8, 16)}
 
 
 def model_of(phase: str, classes: int = 101) -> torch.nn.Module:
@@ -39,10 +42,11 @@ def model_of(phase: str, classes: int = 101) -> torch.nn.Module:
     return build(appearance_stream(classes, "none"), motion_stream(classes, "none"))
 
 
-def one(phase: str, micro: int, bn: int, chunks: int, size: int, repeats: int) -> dict:
+def one(phase: str, micro: int, bn: int, chunks: int, size: int, repeats: int, device: str = "auto",
+        precision: str = "bf16") -> dict:
     """clips/s and peak memory of `repeats` timed steps after one warm-up step."""
     setup_process(0)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device("cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu")
     model = model_of(phase)
     if micro > bn:
         convert_sub_batch_norm(model, bn)
@@ -52,7 +56,7 @@ def one(phase: str, micro: int, bn: int, chunks: int, size: int, repeats: int) -
     times = []
     for _ in range(repeats + 1):
         tic = time.perf_counter()
-        with autocast(device):
+        with autocast(device, precision):
             loss, _ = clip_loss(model, phase, batch, chunks)
         loss.backward()
         optimizer.step()
@@ -70,20 +74,28 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--phases", nargs="*", default=list(PHASES))
     p.add_argument("--one", nargs=2, metavar=("PHASE", "MICRO"), help=argparse.SUPPRESS)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--precision", default="bf16", choices=["bf16", "fp32"], help="on CUDA (the CPU runs fp32)")
     p.add_argument("--no-write", action="store_true")
     a = p.parse_args()
+    cuda = a.device == "cuda" or (a.device == "auto" and torch.cuda.is_available())
     table2 = yaml.safe_load(open("config.yaml"))["train"]
     if a.one:
         phase, micro = a.one[0], int(a.one[1])
         cfg = table2[phase]
-        print(json.dumps(one(phase, micro, cfg["bn_batch"], cfg["chunks"], cfg["size"], a.repeats)))
+        print(json.dumps(one(phase, micro, cfg["bn_batch"], cfg["chunks"], cfg["size"], a.repeats, a.device,
+                             a.precision)))
         return
     rows = []
     for phase in a.phases:
         cfg = table2[phase]
-        for micro in CANDIDATES[phase]:
-            out = subprocess.run([sys.executable, __file__, "--one", phase, str(micro), "--repeats", str(a.repeats)],
-                                 capture_output=True, text=True, check=True)
+        for micro in (CUDA_CANDIDATES if cuda else CANDIDATES)[phase]:
+            out = subprocess.run([sys.executable, __file__, "--one", phase, str(micro), "--repeats", str(a.repeats),
+                                  "--device", a.device, "--precision", a.precision],
+                                 capture_output=True, text=True)
+            if out.returncode:  # out of memory on the device: the sizes above it would be too
+                print(phase, micro, "failed:", out.stderr.strip().splitlines()[-1:], flush=True)
+                break
             r = json.loads(out.stdout.strip().splitlines()[-1])
             rows.append((phase, cfg["bn_batch"], micro, r))
             print(phase, micro, r, flush=True)

@@ -75,14 +75,33 @@ def states(args: list[str]) -> None:
             print(f"{path.name}|{state}")
 
 
+SRUN_VALUE_OPTIONS = ("-n", "-N", "-c", "-J", "--jobid", "--ntasks", "--nodes", "--cpus-per-task", "--gpus")
+
+
 def srun(args: list[str]) -> None:
-    i = 0
+    """Run the command as srun would: once, or as --ntasks tasks laid out --ntasks-per-node per
+    (stand-in) node, each with SLURM's task variables; every call is recorded in srun.jsonl."""
+    options, i = {}, 0
     while i < len(args) and args[i].startswith("-"):
-        i += 2 if args[i] in ("-n", "-N", "-c", "-J", "--jobid", "--ntasks", "--nodes") else 1
+        name, eq, value = args[i].partition("=")
+        if not eq and name in SRUN_VALUE_OPTIONS:
+            value, i = args[i + 1], i + 1
+        options[name] = value
+        i += 1
     command = args[i:]
+    with open(STATE / "srun.jsonl", "a") as f:
+        f.write(json.dumps({"args": args, "env": {k: v for k, v in os.environ.items() if k.startswith("MASTER_")}}) + "\n")
     if command == ["sh", "-s"]:
         sys.exit(subprocess.call(["sh", "-s"], stdin=sys.stdin))
-    sys.exit(subprocess.call(command if len(command) > 1 else ["bash", "-c", command[0]]))
+    command = command if len(command) > 1 else ["bash", "-c", command[0]]
+    tasks = int(options.get("--ntasks") or options.get("-n") or 1)
+    if tasks == 1:
+        sys.exit(subprocess.call(command))
+    per_node = int(options.get("--ntasks-per-node") or tasks)
+    procs = [subprocess.Popen(command, env={**os.environ, "SLURM_PROCID": str(k), "SLURM_LOCALID": str(k % per_node),
+                                            "SLURM_NODEID": str(k // per_node), "SLURM_NTASKS": str(tasks)})
+             for k in range(tasks)]
+    sys.exit(max(p.wait() for p in procs))
 
 
 def main() -> None:

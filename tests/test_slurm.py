@@ -105,3 +105,28 @@ def test_demo_through_the_slurm_profile(tmp_path):
     assert job_counts(result.stdout + result.stderr) == {"train_motion": 1}
     new = sbatch_calls(env)[n_before:]
     assert len(new) == 1 and "--gpus=2" in new[0]["args"]
+
+    # two nodes of two GPUs: SLURM gives each node 2 GPUs and one task per GPU, each rank its own
+    # device (its local rank); evaluation stays on one node and one GPU
+    nodes = {**demo, "train": {**TINY_TRAIN, "gpus": 2, "nodes": 2,
+                               "motion": {**TINY_TRAIN["motion"], "batch": 8}}}  # 4 micro-batches, 1 per rank
+    (tmp_path / "nodes.yaml").write_text(yaml.safe_dump({"datasets": {"demo": nodes}}))
+    n_before = len(sbatch_calls(env))
+    result = snakemake(work, *fast, "--configfile", "config.yaml", str(tmp_path / "nodes.yaml"), "--forcerun",
+                       "train_motion", "evaluate", "--until", "train_motion", "results/demo/split1/scores/two_stream.npz",
+                       env=env, cores=None)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    new = {rule_of(c): c["args"] for c in sbatch_calls(env)[n_before:]}
+    train = " ".join(new["train_motion"])
+    for flag in ("--nodes=2", "--ntasks=4", "--ntasks-per-node=2", "--gpus-per-node=2", "--cpus-per-task=2"):
+        assert flag in train, train
+    assert "--gpus=" not in train and "--ntasks-per-gpu" not in train, train  # a count for the whole job
+    evaluate = " ".join(new["evaluate"])
+    assert "--nodes=1" in evaluate and "--gpus=1" in evaluate and "--ntasks=4" not in evaluate, evaluate
+    launches = [json.loads(line) for line in (Path(env["FAKE_SLURM_DIR"]) / "srun.jsonl").read_text().splitlines()]
+    ranks = [c for c in launches if "--ntasks=4" in c["args"]]
+    assert len(ranks) == 1 and ranks[0]["env"] == {"MASTER_ADDR": "localhost", "MASTER_PORT": ranks[0]["env"]["MASTER_PORT"]}
+    assert {"--nodes=2", "--ntasks-per-node=2", "--cpus-per-task=2", "--gpus-per-node=2"} <= set(ranks[0]["args"])
+    log = (work / "results/demo/logs/split1/train_motion.log").read_text()
+    placed = re.findall(r"rank (\d) of 4 \(local rank (\d)\)", log)
+    assert sorted(placed) == [("0", "0"), ("1", "1"), ("2", "0"), ("3", "1")], log[-3000:]

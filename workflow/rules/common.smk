@@ -197,36 +197,64 @@ def speed(name, phase):
     return Untracked(shlex.quote(json.dumps(split_speed(phase_settings(name, phase))[1], sort_keys=True)))
 
 
-def launcher(name, gpus=None):
-    """How a training or evaluation job starts: on devices of its own (`stresnet devices`), with
-    python, torchrun with one process per GPU (DDP), or srun + torchrun over several nodes."""
-    gpus = train_setting(name, "gpus") if gpus is None else gpus
-    nodes = train_setting(name, "nodes")
-    devices = f"python -m stresnet devices --gpus {gpus} --"
+def launcher(name):
+    """How a training job starts: on devices of its own (`stresnet devices`) with python, or with
+    torchrun and one process per GPU (DDP); over several SLURM nodes, one srun task per GPU.
+
+    Several nodes: the job is an `mpi` job for the SLURM executor, so its jobstep runs this
+    command in the batch script (no `srun -n1` step around it that a nested srun would have to
+    share), and srun starts nodes x GPUs tasks with their CPUs and each node's GPUs; each task's
+    rank and device come from SLURM (SLURM_PROCID, SLURM_LOCALID), the rendezvous is env:// on the
+    first node."""
+    gpus, nodes = train_setting(name, "gpus"), train_setting(name, "nodes")
     if nodes > 1:
-        head = "$(scontrol show hostnames $SLURM_JOB_NODELIST | head -n 1)"
-        return Untracked(f"srun --nodes {nodes} --ntasks-per-node 1 {devices} torchrun --nnodes {nodes}"
-                         f" --nproc_per_node {max(1, gpus)} --rdzv_backend c10d --rdzv_id $SLURM_JOB_ID"
-                         f" --rdzv_endpoint {head}:29500")
+        per_node = max(1, gpus)
+        cpus = config["train"]["threads"] + train_setting(name, "workers")
+        return Untracked(
+            'export MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)'
+            " MASTER_PORT=$((20000 + SLURM_JOB_ID % 20000)); "
+            f"srun --nodes={nodes} --ntasks={nodes * per_node} --ntasks-per-node={per_node} --cpus-per-task={cpus}"
+            + (f" --gpus-per-node={gpus}" if gpus else "")
+            + " --kill-on-bad-exit=1 env STRESNET_DDP=slurm python")
+    devices = f"python -m stresnet devices --gpus {gpus} --"
     return Untracked(f"{devices} torchrun --standalone --nproc_per_node {gpus}" if gpus > 1 else f"{devices} python")
 
 
-def job_resources(name, gpus, workers):
+def evaluation_launcher(name):
+    """Evaluation runs on one node and at most one GPU, whatever the training jobs use."""
+    return Untracked(f"python -m stresnet devices --gpus {min(1, train_setting(name, 'gpus'))} -- python")
+
+
+def job_resources(name, gpus, workers, nodes):
     """What a training or evaluation job asks for: its GPUs, CPUs for its threads and loader
-    workers (per GPU on a GPU job), memory growing with each retry, and its nodes."""
+    workers (per GPU on a GPU job), memory growing with each retry, and its nodes. A job of
+    several nodes asks SLURM for one task per GPU (`mpi`, `tasks` and --ntasks-per-node), the
+    GPUs of each node (--gpus-per-node: `gpu` would be a count for the whole job) and CPUs per
+    task."""
     cpus = config["train"]["threads"] + workers  # per process, one process per GPU
+    if nodes > 1:
+        per_node = max(1, gpus)
+        extra = f"--ntasks-per-node={per_node}" + (f" --gpus-per-node={gpus}" if gpus else "")
+        return {"gpu": 0, "cpus_per_gpu": 0, "cpus_per_task": cpus, "nodes": nodes, "mpi": "srun",
+                "tasks": nodes * per_node, "slurm_extra": extra}
+    # None: no such resource (the SLURM jobstep runs a job with an `mpi` resource without its srun)
     return {"gpu": gpus, "cpus_per_gpu": cpus if gpus else 0, "cpus_per_task": 0 if gpus else cpus,
-            "nodes": train_setting(name, "nodes")}
+            "nodes": 1, "mpi": None, "tasks": None, "slurm_extra": None}
 
 
 def train_resources(key):
-    return lambda wc: job_resources(wc.dataset, train_setting(wc.dataset, "gpus"), train_setting(wc.dataset, "workers"))[key]
+    def value(wc):
+        name = wc.dataset
+        return job_resources(name, train_setting(name, "gpus"), train_setting(name, "workers"),
+                             train_setting(name, "nodes"))[key]
+
+    return value
 
 
 def evaluate_resources(key):
     def value(wc):
         gpus = min(1, train_setting(wc.dataset, "gpus"))
-        return job_resources(wc.dataset, gpus, setting(wc.dataset, "evaluate")["workers"])[key]
+        return job_resources(wc.dataset, gpus, setting(wc.dataset, "evaluate")["workers"], 1)[key]
 
     return value
 

@@ -13,13 +13,15 @@ rule evaluate:
     params:
         chunks=lambda wc: setting(wc.dataset, "evaluate")["chunks"],
         workers=lambda wc: Untracked(str(setting(wc.dataset, "evaluate")["workers"])),
-        launcher=lambda wc: launcher(wc.dataset, min(1, train_setting(wc.dataset, "gpus"))),
+        precision=lambda wc: train_setting(wc.dataset, "precision"),
+        launcher=lambda wc: evaluation_launcher(wc.dataset),
         code=code_digest("evaluate"),
     threads: config["train"]["threads"]
     resources:
         gpu=evaluate_resources("gpu"),
         cpus_per_gpu=evaluate_resources("cpus_per_gpu"),
         cpus_per_task=evaluate_resources("cpus_per_task"),
+        nodes=1,
         mem_mb=lambda wc, attempt: 16000 * attempt,
     log:
         paths.log("{dataset}", "split{split}/evaluate_{kind}"),
@@ -30,7 +32,8 @@ rule evaluate:
     shell:
         "{params.launcher} -m stresnet evaluate --kind {wildcards.kind} --models {input.models}"
         " --frames-manifest {input.frames} --flow-manifest {input.flow} --split {wildcards.split}"
-        " --chunks {params.chunks} --workers {params.workers} --threads {threads} --out {output} > {log} 2>&1"
+        " --chunks {params.chunks} --precision {params.precision} --workers {params.workers} --threads {threads}"
+        " --out {output} > {log} 2>&1"
 
 
 rule fuse:

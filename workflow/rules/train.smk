@@ -1,7 +1,8 @@
 # Training: the four phases of Table 2, each starting from the previous phases' models.
 # A killed job leaves checkpoint.pt beside its outputs; the rerun resumes from it when nothing
 # that shapes the result changed. Params hold only result-shaping settings; speed settings
-# (workers, micro-batch, checkpoint interval, GPUs) are Untracked.
+# (workers, micro-batch, checkpoint interval, GPUs) are Untracked. The log is appended to, never
+# truncated: a second job refused by the output lock must not wipe the running job's log.
 
 
 rule train_motion:
@@ -26,6 +27,9 @@ rule train_motion:
         cpus_per_gpu=train_resources("cpus_per_gpu"),
         cpus_per_task=train_resources("cpus_per_task"),
         nodes=train_resources("nodes"),
+        mpi=train_resources("mpi"),
+        tasks=train_resources("tasks"),
+        slurm_extra=train_resources("slurm_extra"),
         mem_mb=lambda wc, attempt: 16000 * attempt,
     log:
         paths.log("{dataset}", "split{split}/train_motion"),
@@ -37,7 +41,7 @@ rule train_motion:
         "{params.launcher} -m stresnet train --phase {params.phase} --split {wildcards.split}"
         " --frames-manifest {input.frames} {params.flow} --config {params.settings} --speed {params.speed}"
         " --pretrained {params.pretrained} {params.init} --threads {threads}"
-        " --out-dir $(dirname {output.model}) > {log} 2>&1"
+        " --out-dir $(dirname {output.model}) --log {log} >> {log} 2>&1"
 
 
 use rule train_motion as train_appearance with:
