@@ -232,28 +232,34 @@ def write_zip(path: Path, entries: list[tuple[str, str, str]]) -> Path:
     return path
 
 
-# name: (archive kind, members, the member named in the error, paths (under work/) it would have written)
+# name: (archive kind, members, the member named in the error, the cause it gives, paths (under
+# work/) the member would have written)
 HOSTILE = {
-    "absolute path": ("tar", [("ok.txt", "file", "fine"), ("{work}/abs.txt", "file", "planted")], "{work}/abs.txt", ["abs.txt"]),
+    "absolute path": ("tar", [("ok.txt", "file", "fine"), ("{work}/abs.txt", "file", "planted")], "{work}/abs.txt",
+                      "an absolute path", ["abs.txt"]),
     "dot-dot": ("tar", [("ok.txt", "file", "fine"), ("../../escaped.txt", "file", "planted")], "../../escaped.txt",
-                ["escaped.txt"]),
-    "symlink out of the tree": ("tar", [("out", "symlink", "../../outside")], "out", []),
+                "a '..' in its path", ["escaped.txt"]),
+    "symlink out of the tree": ("tar", [("out", "symlink", "../../outside")], "out", "outside the archive's folder", []),
     "symlink then a file through it": ("tar", [("sub", "symlink", "../../outside"), ("sub/planted.txt", "file", "planted")],
-                                       "sub", ["outside/planted.txt"]),
+                                       "sub", "outside the archive's folder", ["outside/planted.txt"]),
     "file through a link inside the tree": ("tar", [("inner", "dir", ""), ("d", "symlink", "inner"), ("d/f.txt", "file", "x")],
-                                            "d/f.txt", []),
-    "link through a link": ("tar", [("x", "symlink", "."), ("y", "symlink", "x/../../../victim.txt")], "y", []),
+                                            "d/f.txt", "written through the link 'd'", []),
+    # x/.. looks like the archive's folder but is its parent, x being that folder
+    "link through a link": ("tar", [("x", "symlink", "."), ("y", "symlink", "x/..")], "y", "through the link 'x'", []),
     "hard link out, then a file of its name": ("tar", [("hl", "hardlink", "../../victim.txt"), ("hl", "file", "overwritten")],
-                                               "hl", []),
-    "absolute hard link, then a file of its name": ("tar", [("hl", "hardlink", "{work}/victim.txt"),
-                                                            ("hl", "file", "overwritten")], "hl", []),
+                                               "hl", "not a file earlier in the archive", []),
+    "absolute hard link, then a file of its name": ("tar", [("hl", "hardlink", "{work}/victim.txt"), ("hl", "file", "overwritten")],
+                                                    "hl", "a link to the absolute path", []),
     "file over a hard link": ("tar", [("a.txt", "file", "mine"), ("hl", "hardlink", "a.txt"), ("hl", "file", "overwritten")],
-                              "hl", []),
-    "symlink to /etc/passwd": ("tar", [("passwd", "symlink", "/etc/passwd")], "passwd", []),
-    "fifo": ("tar", [("pipe", "fifo", "")], "pipe", []),
-    "zip symlink member": ("zip", [("ok.txt", "file", "fine"), ("passwd", "symlink", "/etc/passwd")], "passwd", []),
-    "zip dot-dot": ("zip", [("../../escaped.txt", "file", "planted")], "../../escaped.txt", ["escaped.txt"]),
-    "zip absolute path": ("zip", [("{work}/abs.txt", "file", "planted")], "{work}/abs.txt", ["abs.txt"]),
+                              "hl", "written over the link 'hl'", []),
+    "symlink to /etc/passwd": ("tar", [("passwd", "symlink", "/etc/passwd")], "passwd",
+                               "a link to the absolute path '/etc/passwd'", []),
+    "fifo": ("tar", [("pipe", "fifo", "")], "pipe", "a special file", []),
+    # refused however its target is found: zip keeps it as data, 7z's listing does not show it
+    "zip symlink member": ("zip", [("ok.txt", "file", "fine"), ("passwd", "symlink", "/etc/passwd")], "passwd", "link", []),
+    "zip dot-dot": ("zip", [("../../escaped.txt", "file", "planted")], "../../escaped.txt", "a '..' in its path",
+                    ["escaped.txt"]),
+    "zip absolute path": ("zip", [("{work}/abs.txt", "file", "planted")], "{work}/abs.txt", "an absolute path", ["abs.txt"]),
 }
 
 
@@ -278,13 +284,14 @@ def workspace(tmp_path):
     return work
 
 
-def hostile_archive(case: str, work: Path, folder: Path, suffix: str | None = None) -> tuple[Path, str, list[Path]]:
-    kind, entries, member, targets = HOSTILE[case]
+def hostile_archive(case: str, work: Path, folder: Path, suffix: str | None = None) -> tuple[Path, str, str, list[Path]]:
+    """The case's archive, how its error names the member, the cause it gives, the paths it must not write."""
+    kind, entries, member, cause, targets = HOSTILE[case]
     entries = [(name.format(work=work), k, text.format(work=work)) for name, k, text in entries]
     folder.mkdir(exist_ok=True)
     path = folder / f"evil.{suffix or kind}"
     (write_tar if kind == "tar" else write_zip)(path, entries)
-    return path, member.format(work=work), [work / t for t in targets]
+    return path, f"member {member.format(work=work)!r}: ", cause, [work / t for t in targets]
 
 
 def assert_nothing_written(work: Path, before: dict, targets: list[Path]) -> None:
@@ -299,12 +306,13 @@ def assert_nothing_written(work: Path, before: dict, targets: list[Path]) -> Non
 
 @pytest.mark.parametrize("case", HOSTILE)
 def test_hostile_archive_is_refused_naming_the_member(case, workspace):
-    archive, member, targets = hostile_archive(case, workspace, workspace / "src")
+    archive, member, cause, targets = hostile_archive(case, workspace, workspace / "src")
     before = {k: v for k, v in snapshot(workspace).items() if not k.startswith("src")}
     out = workspace / "ds" / "download"
     line = error_line(fetch_cli("--url", archive.as_uri(), "--out", str(out),
                                 "--partial-dir", str(workspace / "ds" / "download.partial")))
-    assert line.startswith(f"stresnet fetch: {workspace}/ds/download.partial/{archive.name}: member {member!r}: "), line
+    assert line.startswith(f"stresnet fetch: {workspace}/ds/download.partial/{archive.name}: {member}"), line
+    assert cause in line and line.endswith("the archive is refused whole (nothing of it unpacked): check the dataset's url")
     assert_nothing_written(workspace, before, targets)
 
 
@@ -324,11 +332,11 @@ def restrict_path(monkeypatch, tmp_path: Path, tool: str) -> None:
 def test_hostile_rar_is_refused_from_the_tools_listing(case, tool, workspace, monkeypatch):
     # the tools tell formats by content: a tar or zip named .rar goes the way of rar archives
     restrict_path(monkeypatch, workspace.parent, tool)
-    archive, member, targets = hostile_archive(case, workspace, workspace / "src", suffix="rar")
+    archive, member, cause, targets = hostile_archive(case, workspace, workspace / "src", suffix="rar")
     before = {k: v for k, v in snapshot(workspace).items() if not k.startswith("src")}
     with pytest.raises(FetchError) as refused:
         unpack(archive, workspace / "ds" / "download")
-    assert str(refused.value).startswith(f"{archive}: member {member!r}: "), str(refused.value)
+    assert str(refused.value).startswith(f"{archive}: {member}") and cause in str(refused.value), str(refused.value)
     assert_nothing_written(workspace, before, targets)
 
 
