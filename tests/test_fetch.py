@@ -15,7 +15,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-import yaml
 
 from conftest import REPO
 from stresnet.archives import Limits, Tally
