@@ -28,6 +28,12 @@ rule fetch:
         checksums=lambda wc: " ".join(
             f"--sha256 {s}" for s in dataset(wc.dataset).get("sha256", [])
         ),
+        partial=lambda wc: shlex.quote(paths.download_partial_dir(wc.dataset)),
+        # raising a limit after a refusal reruns the failed job anyway; after a success it reruns nothing
+        limits=lambda wc: Untracked(
+            f"--max-unpacked-gb {setting(wc.dataset, 'fetch')['max_unpacked_gb']}"
+            f" --max-members {setting(wc.dataset, 'fetch')['max_members']}"
+        ),
         code=code_digest("fetch"),
     log:
         paths.log("{dataset}", "fetch"),
@@ -36,7 +42,8 @@ rule fetch:
     conda:
         "../../envs/preprocess.yaml"
     shell:
-        "python -m stresnet fetch {params.urls} {params.checksums} --out {output} > {log} 2>&1"
+        "python -m stresnet fetch {params.urls} {params.checksums} --partial-dir {params.partial}"
+        " {params.limits} --out {output} > {log} 2>&1"
 
 
 checkpoint index:

@@ -30,7 +30,15 @@ def raw_dir(ds: str) -> str:
 
 
 def download_dir(ds: str) -> str:
+    """The unpacked archives of a dataset with a `url`."""
     return f"{RESULTS}/{ds}/download"
+
+
+def download_partial_dir(ds: str) -> str:
+    """Archives being downloaded (`.part` files) and downloaded but not yet unpacked: beside the
+    fetch rule's output, not in it, so that Snakemake's removal of a failed job's output keeps
+    them and the next run resumes."""
+    return f"{RESULTS}/{ds}/download.partial"
 
 
 def index_csv(ds: str) -> str:
