@@ -1,5 +1,6 @@
-"""Late fusion with external scores (Table 4, right) on scores made here: the fusion itself,
-each malformed score file's one-line error, the metrics rows and the config checks."""
+"""Late fusion with external scores (Table 4, right): the fusion on numbers worked out by hand,
+hand-written files in the README's format (tests/fixtures/scores), each malformed score file's
+one-line error, the metrics rows and the config checks."""
 
 import json
 import subprocess
@@ -11,16 +12,17 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO
+from conftest import FIXTURES, REPO
 from stresnet.config import config_error, cross_field_errors
 from stresnet.errors import InputError
-from stresnet.fuse import ScoresError, class_names, export_scores, fuse_split, l2_normalised
+from stresnet.fuse import ScoresError, class_names, export_scores, fuse, fuse_split, l2_normalised, read_scores
 from stresnet.index import class_table
 from stresnet.metrics import STAGES, aggregate
 from stresnet.paths import exported_scores
 
 CLASSES = ["Archery", "Basketball", "Diving", "Fencing"]
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
+FIXTURE_SCORES = FIXTURES / "scores"
 
 
 def make_videos(n_test: int) -> pd.DataFrame:
@@ -48,14 +50,114 @@ def top1(scores: np.ndarray, labels: np.ndarray) -> float:
     return float(100 * (scores.argmax(1) == labels).mean())
 
 
+def test_each_row_is_divided_by_its_own_l2_norm():
+    # (3, 4): norm 5; (0, 0) stays zero; (-5, 12): norm 13; (0.5, 1.2): norm 1.3
+    np.testing.assert_allclose(l2_normalised(np.array([[3, 4], [0, 0], [-5, 12], [0.5, 1.2]])),
+                               [[0.6, 0.8], [0, 0], [-5 / 13, 12 / 13], [5 / 13, 12 / 13]])
+
+
+# ST-ResNet*'s rows (3, 4) and (6, 8) both normalise to (0.6, 0.8), class 1; the source's
+# (12, 5) to (12/13, 5/13) and (0.5, 1.2) to (5/13, 12/13)
+OWN = np.array([[3.0, 4.0], [6.0, 8.0]])
+SOURCE = np.array([[12.0, 5.0], [0.5, 1.2]])
+
+
+@pytest.mark.parametrize("weight, fused, predicted", [
+    # (0.6 + 0.25 * 12/13, 0.8 + 0.25 * 5/13) / 1.25 = (10.8/13, 11.65/13) / 1.25 = (10.8, 11.65) / 16.25:
+    # the source's class 0 does not win at weight 0.25 (unnormalised, (3 + 3, 4 + 1.25) / 1.25, it would)
+    # (0.6 + 0.25 * 5/13, 0.8 + 0.25 * 12/13) / 1.25 = (9.05, 13.4) / 16.25
+    (0.25, [[10.8 / 16.25, 11.65 / 16.25], [9.05 / 16.25, 13.4 / 16.25]], [1, 1]),
+    # (0.6 + 2 * 12/13, 0.8 + 2 * 5/13) / 3 = (31.8/13, 20.4/13) / 3 = (31.8, 20.4) / 39: class 0 wins
+    # (0.6 + 2 * 5/13, 0.8 + 2 * 12/13) / 3 = (17.8, 34.4) / 39
+    (2.0, [[31.8 / 39, 20.4 / 39], [17.8 / 39, 34.4 / 39]], [0, 1]),
+])
+def test_fusion_is_the_weighted_mean_of_l2_normalised_rows(weight, fused, predicted):
+    result = fuse([OWN, SOURCE], [1.0, weight])
+    np.testing.assert_allclose(result, fused, rtol=1e-12)
+    assert result.argmax(1).tolist() == predicted
+
+
+def test_fusion_of_three_sources_divides_by_the_sum_of_the_weights():
+    # (3, 4) -> (0.6, 0.8), (0, -2) -> (0, -1), (5, 0) -> (1, 0); weights 1, 0.5, 2 (sum 3.5):
+    # (0.6 + 0 + 2, 0.8 - 0.5 + 0) / 3.5 = (2.6, 0.3) / 3.5
+    result = fuse([np.array([[3.0, 4.0]]), np.array([[0.0, -2.0]]), np.array([[5.0, 0.0]])], [1.0, 0.5, 2.0])
+    np.testing.assert_allclose(result, [[2.6 / 3.5, 0.3 / 3.5]], rtol=1e-12)
+
+
 @pytest.mark.parametrize("suffix", [".csv", ".npz"])
-def test_fusing_with_the_own_scores_leaves_predictions_unchanged(tmp_path, suffix):
-    videos = make_videos(12)
-    own = own_scores(videos, np.random.default_rng(0).normal(size=(12, 4)) * 5)
+def test_fusing_with_the_own_scores_gives_the_own_scores_normalised(tmp_path, suffix):
+    videos = make_videos(4)
+    # norms 5, 10, 2, 13
+    own = own_scores(videos, np.array([[3.0, 0, 0, 4], [0, -6, 8, 0], [0, 0, 2, 0], [0, 12, 0, 5]]))
     source = write_external(tmp_path / f"own{suffix}", list(own["paths"]), own["fused"])
     fused = fuse_split(own, videos, class_names(videos), 1, [("same", str(source), 2.5)])
-    np.testing.assert_allclose(fused["fused"], l2_normalised(own["fused"]), rtol=1e-7)
-    assert (fused["fused"].argmax(1) == own["fused"].argmax(1)).all()
+    # (1 * x + 2.5 * x) / 3.5 = x, the rows normalised
+    np.testing.assert_allclose(fused["fused"], [[0.6, 0, 0, 0.8], [0, -0.6, 0.8, 0], [0, 0, 1, 0],
+                                                [0, 12 / 13, 0, 5 / 13]], rtol=1e-7)
+
+
+# The three test videos of tests/fixtures/scores (see its README): ST-ResNet*'s scores, the source's
+# scores in the same order (the files list them in other orders), and the fusion worked out by hand
+FIXTURE_CLASSES = ["ApplyEyeMakeup", "Archery", "Basketball"]
+FIXTURE_VIDEOS = ["ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi", "Archery/v_Archery_g01_c01.avi",
+                  "Basketball/v_Basketball_g01_c01.avi"]
+# normalised: (0.8, 0.6, 0) right; (0, 0, 1) wrong; (2/3, 1/3, -2/3) wrong
+FIXTURE_OWN = np.array([[4.0, 3, 0], [0, 0, 2], [2, 1, -2]])
+# normalised: (0.6, 0.8, 0); (0, 12/13, 5/13); (0, -5/13, 12/13)
+FIXTURE_SOURCE = np.array([[3.0, 4, 0], [0, 1.2, 0.5], [0, -5, 12]])
+FIXTURE_FUSED = {
+    # (own + 0.5 * source) / 1.5, no prediction changes:
+    # (0.8 + 0.3, 0.6 + 0.4, 0) / 1.5 = (11, 10, 0) / 15
+    # (0, 0.5 * 12/13, 1 + 0.5 * 5/13) / 1.5 = (0, 6, 15.5) / 19.5 = (0, 12, 31) / 39
+    # (2/3, 1/3 - 0.5 * 5/13, -2/3 + 0.5 * 12/13) / 1.5 = (26, 5.5, -8) / 39 / 1.5 = (52, 11, -16) / 117
+    0.5: ([[11 / 15, 10 / 15, 0], [0, 12 / 39, 31 / 39], [52 / 117, 11 / 117, -16 / 117]], [0, 2, 0]),
+    # (own + 2 * source) / 3, every prediction the source's:
+    # (0.8 + 1.2, 0.6 + 1.6, 0) / 3 = (2, 2.2, 0) / 3: the right video turns wrong
+    # (0, 2 * 12/13, 1 + 2 * 5/13) / 3 = (0, 24, 23) / 39
+    # (2/3, 1/3 - 2 * 5/13, -2/3 + 2 * 12/13) / 3 = (26, -17, 46) / 39 / 3 = (26, -17, 46) / 117
+    2.0: ([[2 / 3, 2.2 / 3, 0], [0, 24 / 39, 23 / 39], [26 / 117, -17 / 117, 46 / 117]], [1, 1, 2]),
+}
+FIXTURE_ROWS = {".csv": [2, 0, 1], ".npz": [1, 2, 0]}  # the file's rows, as indices of FIXTURE_VIDEOS
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".npz"])
+def test_a_hand_written_file_in_the_readme_format_is_read(suffix):
+    videos, values = read_scores(FIXTURE_SCORES / f"idt_split1{suffix}", FIXTURE_CLASSES)
+    rows = FIXTURE_ROWS[suffix]
+    assert videos.tolist() == [FIXTURE_VIDEOS[i] for i in rows]
+    np.testing.assert_array_equal(values, FIXTURE_SOURCE[rows])
+
+
+@pytest.mark.parametrize("weight", FIXTURE_FUSED)
+@pytest.mark.parametrize("suffix", [".csv", ".npz"])
+def test_a_hand_written_file_fuses_to_the_hand_figures(suffix, weight):
+    videos = pd.DataFrame({"path": FIXTURE_VIDEOS, "class": FIXTURE_CLASSES, "label": [0, 1, 2],
+                           "split1": "test", "status": "ok"})
+    own = {"fused": FIXTURE_OWN, "labels": np.array([0, 1, 2]), "paths": np.array(FIXTURE_VIDEOS)}
+    source = str(FIXTURE_SCORES / f"idt_split1{suffix}")
+    fused = fuse_split(own, videos, FIXTURE_CLASSES, 1, [("idt", source, weight)])
+    expected, predicted = FIXTURE_FUSED[weight]
+    np.testing.assert_allclose(fused["fused"], expected, rtol=1e-12)
+    assert fused["fused"].argmax(1).tolist() == predicted
+    np.testing.assert_array_equal(fused["external"], [FIXTURE_SOURCE])
+    assert fused["weights"].tolist() == [weight] and fused["sources"].tolist() == ["idt"]
+
+
+def test_the_readme_shows_the_hand_written_csv():
+    readme = (REPO / "README.md").read_text()
+    assert f"```\n{(FIXTURE_SCORES / 'idt_split1.csv').read_text()}```" in readme
+
+
+def test_export_writes_the_hand_written_files(tmp_path):
+    csv = FIXTURE_ROWS[".csv"]
+    export_scores(FIXTURE_SOURCE[csv], np.array(FIXTURE_VIDEOS)[csv], FIXTURE_CLASSES, tmp_path / "idt.csv")
+    assert (tmp_path / "idt.csv").read_text() == (FIXTURE_SCORES / "idt_split1.csv").read_text()
+    npz = FIXTURE_ROWS[".npz"]
+    export_scores(FIXTURE_SOURCE[npz], np.array(FIXTURE_VIDEOS)[npz], FIXTURE_CLASSES, tmp_path / "idt.npz")
+    written, typed = np.load(tmp_path / "idt.npz"), np.load(FIXTURE_SCORES / "idt_split1.npz")
+    assert sorted(written.files) == sorted(typed.files) == ["classes", "paths", "scores"]
+    for name in typed.files:
+        np.testing.assert_array_equal(written[name], typed[name])
 
 
 def flip_case(n: int = 10, right: int = 6, flipped: int = 3) -> tuple[pd.DataFrame, dict, np.ndarray]:

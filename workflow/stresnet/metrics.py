@@ -22,17 +22,23 @@ STAGES = {"appearance": ("two_stream", "appearance"), "motion": ("two_stream", "
 
 
 def accuracy(scores: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict:
-    """Top-1, top-5, mean class accuracy and per-class accuracy (in %) of class scores."""
+    """Top-1, top-5, mean class accuracy and per-class accuracy (in %) of class scores. A class
+    with no test video has no accuracy: it is named, and left out of the per-class and mean class
+    accuracy, which says over how many classes it is taken."""
     top = np.argsort(-scores, axis=1)
     hit1 = top[:, 0] == labels
     hit5 = (top[:, :5] == labels[:, None]).any(1)
-    per_class = {classes[c]: float(100 * hit1[labels == c].mean()) for c in np.unique(labels)}
+    tested = set(labels.tolist())
+    per_class = {name: float(100 * hit1[labels == c].mean()) for c, name in enumerate(classes) if c in tested}
     return {"top1": float(100 * hit1.mean()), "top5": float(100 * hit5.mean()),
             "mean_class_accuracy": float(np.mean(list(per_class.values()))),
-            "per_class": per_class, "videos": int(len(labels))}
+            "mean_class_accuracy_classes": len(per_class), "per_class": per_class,
+            "classes_without_test_videos": [name for c, name in enumerate(classes) if c not in tested],
+            "videos": int(len(labels))}
 
 
 def confusion(scores: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """Videos by true class (rows) and predicted class (columns)."""
     matrix = np.zeros((n_classes, n_classes), np.int64)
     np.add.at(matrix, (labels, scores.argmax(1)), 1)
     return matrix
@@ -55,7 +61,8 @@ def split_metrics(score_files: list[Path], classes: list[str], config_digest: st
 
 
 def aggregate(per_split: list[dict]) -> dict:
-    """The mean over splits of each row's figures, laid out like Table 3."""
+    """The mean over splits of each row's figures, laid out like Table 3, with each split's top-1,
+    the number of classes its mean class accuracy is over, and its classes without a test video."""
     stages = list(per_split[0]["stages"])
     for k, m in enumerate(per_split[1:], 2):
         if list(m["stages"]) != stages:
@@ -67,6 +74,10 @@ def aggregate(per_split: list[dict]) -> dict:
         table[stage] = {key: float(np.mean([r[key] for r in rows]))
                         for key in ("top1", "top5", "mean_class_accuracy")}
         table[stage]["top1_per_split"] = [r["top1"] for r in rows]
+        # an older metrics.json lacks these keys: its tested classes are per_class's, the others unrecorded (None)
+        table[stage]["mean_class_accuracy_classes_per_split"] = [
+            r.get("mean_class_accuracy_classes", len(r["per_class"])) for r in rows]
+        table[stage]["classes_without_test_videos_per_split"] = [r.get("classes_without_test_videos") for r in rows]
     out = {"splits": len(per_split), "table3": table,
            "config_digests": sorted({m["config_digest"] for m in per_split})}
     smoke = [m["smoke"] for m in per_split if "smoke" in m]
@@ -103,6 +114,10 @@ def main(argv: list[str] | None = None) -> None:
 
         classes = class_names(read_table(args.classes))
         result = split_metrics([Path(f) for f in args.scores], classes, args.config_digest)
+        untested = {c for row in result["stages"].values() for c in row["classes_without_test_videos"]}
+        if untested:
+            log.warning("no test video of %d of %d classes (%s): per-class and mean class accuracy leave "
+                        "them out", len(untested), len(classes), ", ".join(c for c in classes if c in untested))
         if args.smoke:
             result = {"smoke": smoke_mark(args.smoke), **result}
     else:

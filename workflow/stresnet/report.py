@@ -17,7 +17,7 @@ import pandas as pd  # noqa: E402
 
 from .index import class_names, read_table  # noqa: E402
 from .errors import run_stage
-from .metrics import confusion  # noqa: E402
+from .metrics import aggregate, confusion  # noqa: E402
 
 # Table 3 of the paper (mean over the three splits), for datasets in the official formats, and
 # Table 4 (right): ST-ResNet* fused with IDT's scores (an external source named `idt`)
@@ -38,37 +38,54 @@ def html_table(title: str, header: list[str], rows: list[list[object]]) -> str:
 
 def table3_html(dataset: str, fmt: str, splits: list[int], per_split: list[dict]) -> str:
     """Table 3's rows (and those of fusions with external scores): top-1 of each split, their
-    mean and spread, top-5 and mean class accuracy."""
+    mean and spread, top-5 and mean class accuracy; a note names the classes without a test video."""
     paper = PAPER.get(fmt, {})
     header = ["stage", *[f"split {k} top-1" for k in splits], "mean top-1", "spread (std)", "mean top-5",
               "mean class acc.", *(["paper (Tables 3, 4)"] if paper else [])]
-    rows = []
-    for stage in per_split[0]["stages"]:
-        top1 = np.array([m["stages"][stage]["top1"] for m in per_split])
-        top5 = np.mean([m["stages"][stage]["top5"] for m in per_split])
-        mca = np.mean([m["stages"][stage]["mean_class_accuracy"] for m in per_split])
-        rows.append([stage, *(f"{v:.1f}" for v in top1), f"{top1.mean():.1f}", f"{top1.std():.1f}",
-                     f"{top5:.1f}", f"{mca:.1f}", *([f"{paper[stage]:.2f}" if stage in paper else ""] if paper else [])])
+    table = aggregate(per_split)["table3"]
+    rows = [[stage, *(f"{v:.1f}" for v in row["top1_per_split"]), f"{row['top1']:.1f}",
+             f"{np.std(row['top1_per_split']):.1f}", f"{row['top5']:.1f}", f"{row['mean_class_accuracy']:.1f}",
+             *([f"{paper[stage]:.2f}" if stage in paper else ""] if paper else [])] for stage, row in table.items()]
     smoke = next((m["smoke"]["note"] for m in per_split if "smoke" in m), "")
     banner = f"<p><b>{smoke}</b></p>" if smoke else ""
-    return STYLE + banner + html_table(f"Table 3, {dataset}: accuracy (%) on the test videos", header, rows)
+    return (STYLE + banner + html_table(f"Table 3, {dataset}: accuracy (%) on the test videos", header, rows)
+            + untested_note(splits, table))
+
+
+def untested_note(splits: list[int], table: dict) -> str:
+    """A line naming each split's classes without a test video, which mean class accuracy leaves out."""
+    untested = {k: sorted({c for row in table.values() for c in row["classes_without_test_videos_per_split"][i] or []})
+                for i, k in enumerate(splits)}
+    counts = next(iter(table.values()))["mean_class_accuracy_classes_per_split"]
+    if not any(untested.values()):
+        return ""
+    named = "; ".join(f"split {k}: {', '.join(names)}" for k, names in untested.items() if names)
+    over = ", ".join(f"{n} in split {k}" for k, n in zip(splits, counts))
+    return html_paragraph(f"No test video of some classes ({named}): per-class and mean class accuracy "
+                          f"leave them out (mean class accuracy over the classes with test videos: {over}).")
+
+
+def html_paragraph(text: str) -> str:
+    return f"<p>{html.escape(text)}</p>"
 
 
 def per_class_html(scores: Path, classes: list[str], pairs: int = 15) -> str:
-    """Per-class top-1 of the final model, worst first, and the most confused class pairs."""
+    """Per-class top-1 of the final model, worst first (ties in label order), the classes without a
+    test video, and the most confused class pairs."""
     data = np.load(scores)
     matrix = confusion(data["fused"], data["labels"], len(classes))
     videos = matrix.sum(1)
-    order = np.argsort(np.diag(matrix) / np.maximum(videos, 1))
-    accuracy = [[classes[c], int(videos[c]), f"{100 * matrix[c, c] / max(videos[c], 1):.1f}"]
-                for c in order if videos[c]]
+    order = np.argsort(np.diag(matrix) / np.maximum(videos, 1), kind="stable")
+    accuracy = [[classes[c], int(videos[c]), f"{100 * matrix[c, c] / videos[c]:.1f}"] for c in order if videos[c]]
+    untested = [classes[c] for c in range(len(classes)) if not videos[c]]
     off = matrix.copy()
     np.fill_diagonal(off, 0)
-    worst = np.dstack(np.unravel_index(np.argsort(-off, axis=None), off.shape))[0][:pairs]
-    confused = [[classes[t], classes[p], int(off[t, p]), f"{100 * off[t, p] / max(videos[t], 1):.1f}"]
+    worst = np.dstack(np.unravel_index(np.argsort(-off, axis=None, kind="stable"), off.shape))[0][:pairs]
+    confused = [[classes[t], classes[p], int(off[t, p]), f"{100 * off[t, p] / videos[t]:.1f}"]
                 for t, p in worst if off[t, p]]
+    note = html_paragraph(f"No test video, left out: {', '.join(untested)}") if untested else ""
     return STYLE + html_table(f"{Path(scores).stem}: per-class top-1 (%), worst first",
-                              ["class", "test videos", "top-1"], accuracy) + html_table(
+                              ["class", "test videos", "top-1"], accuracy) + note + html_table(
         "most confused pairs", ["true class", "predicted as", "videos", "% of the class"], confused)
 
 
