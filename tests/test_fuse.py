@@ -359,7 +359,7 @@ def test_config_errors_of_external_scores(sources, dataset, message):
 def test_the_schema_describes_external_scores_and_rejects_unknown_keys():
     assert config_error(demo_config({"name": "idt", "path": "idt{split}.npz", "weight": 2}), SCHEMA) is None
     assert config_error(demo_config({"name": "idt", "path": "x", "wieght": 2}), SCHEMA) == (
-        "config key datasets.demo.external_scores.0.wieght: unknown key; did you mean 'weight'?")
+        "config key datasets.demo.external_scores[0].wieght: unknown key; did you mean 'weight'?")
     assert "is less than or equal to the minimum of 0" in config_error(
         demo_config({"name": "idt", "path": "x", "weight": 0}), SCHEMA)
     assert "'path' is a required property" in config_error(demo_config({"name": "idt"}), SCHEMA)

@@ -3,8 +3,11 @@ once: one line each, figures worked out by hand."""
 
 import numpy as np
 import pytest
+import yaml
 
+from conftest import REPO
 from stresnet.batching import inference_bytes, training_bytes
+from stresnet.config import config_error
 from stresnet.evaluate import chunk_warnings
 from stresnet.train import data_warnings
 from test_train import PHASE, SPEED, train_cmd
@@ -65,3 +68,27 @@ def test_a_diverging_phase_stops_at_once_without_a_model(prepared, tmp_path):
     step = int(line.split(" at step ")[1].split()[0])
     assert 2 <= step <= 6  # step 1's loss comes before any update; a later one is not finite
     assert not (tmp_path / "nan" / "model.pt").exists()
+
+
+SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c: c["train"]["motion"].update(batch=-4), "config key train.motion.batch: -4 is less than the minimum of 1"),
+    (lambda c: c["train"]["motion"].update(bacth=4), "config key train.motion.bacth: unknown key; did you mean 'batch'?"),
+    (lambda c: c["train"]["motion"].update(lr=[[0, 3]]),
+     "config key train.motion.lr[0][0]: 0 is less than or equal to the minimum of 0"),
+    (lambda c: c["datasets"]["demo"]["train"]["st_resnet"].update(size=8),
+     "config key datasets.demo.train.st_resnet.size: 8 is less than the minimum of 16"),
+    (lambda c: c["train"]["appearance"].update(micro_batch="big"),
+     "config key train.appearance.micro_batch: 'big' is not an integer >= 1 or 'auto'"),
+    (lambda c: c["train"]["st_resnet_star"].update(init_from="x.pt"),
+     "config key train.st_resnet_star.init_from: not allowed here; st_resnet and st_resnet_star start from"),
+    (lambda c: c["flow"]["tvl1_torch"].update(tau=-1),
+     "config key flow.tvl1_torch.tau: -1 is less than or equal to the minimum of 0"),
+    (lambda c: c["train"].update(gpus=-1), "config key train.gpus: -1 is less than the minimum of 0"),
+])
+def test_config_errors_name_the_key_written_its_value_and_the_allowed_range(change, message):
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    change(config)
+    assert config_error(config, SCHEMA).startswith(message)
