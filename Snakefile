@@ -23,6 +23,7 @@ include: "workflow/rules/evaluate.smk"
 # trivial jobs run where Snakemake runs, never as cluster jobs
 localrules:
     all,
+    index_summary,
     videos,
     dataset_ready,
     flow_manifest,

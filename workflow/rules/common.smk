@@ -20,7 +20,7 @@ from stresnet import paths
 from stresnet.config import config_error, cross_field_errors, flow_method_settings, flow_shaping, split_speed
 from stresnet.datasets import dataset_files, files_fingerprint
 from stresnet.devices import device_pool
-from stresnet.manifest import manifest_state
+from stresnet.manifest import file_state, missing_stamp
 from stresnet.provenance import code_digest
 
 SCHEMA = PACKAGE_DIR / "schemas" / "config.schema.yaml"

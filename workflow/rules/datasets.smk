@@ -85,14 +85,41 @@ checkpoint index:
         " --classes-out {output.classes} > {log} 2>&1"
 
 
+rule index_summary:
+    # the summary line of what the index will make; also what rebuilds a deleted index.csv: its
+    # param turns "missing", so it runs and so does the index before it, while the rebuilt index,
+    # when identical, reruns nothing after it (its consumers take it as ancient, by content)
+    input:
+        index=ancient(paths.index_csv("{dataset}")),
+        classes=ancient(paths.classes_csv("{dataset}")),
+    output:
+        paths.index_summary("{dataset}"),
+    params:
+        index=lambda wc: file_state(paths.index_csv(wc.dataset)),
+        root=lambda wc: shlex.quote(dataset(wc.dataset)["root"]),
+        short_side=lambda wc: setting(wc.dataset, "frames")["short_side"],
+        flow=lambda wc: flow_method(wc.dataset),
+        splits=lambda wc: len(run_splits(wc.dataset)),
+        code=code_digest("summary"),
+    log:
+        paths.log("{dataset}", "index_summary"),
+    conda:
+        "../../envs/train.yaml"
+    shell:
+        "python -m stresnet summary --dataset {wildcards.dataset} --index {input.index} --classes {input.classes}"
+        " --root {params.root} --short-side {params.short_side} --flow-method {params.flow} --splits {params.splits}"
+        " --out {output} 2>&1 | tee {log}"
+
+
 rule videos:
     input:
-        index=paths.index_csv("{dataset}"),
+        index=ancient(paths.index_csv("{dataset}")),
         reports=frame_reports,
     output:
         videos=paths.videos_csv("{dataset}"),
         bad=paths.bad_videos_csv("{dataset}"),
     params:
+        index=lambda wc: file_state(paths.index_csv(wc.dataset)),
         code=code_digest("index"),
     log:
         paths.log("{dataset}", "videos"),
@@ -105,14 +132,15 @@ rule videos:
 
 rule dataset_ready:
     input:
+        summary=ancient(paths.index_summary("{dataset}")),
         videos=paths.videos_csv("{dataset}"),
         classes=paths.classes_csv("{dataset}"),
         shards=frame_shards,
+        stamp=lambda wc: missing_stamp(paths.frames_manifest(wc.dataset)),
     output:
         paths.frames_manifest("{dataset}"),
     params:
         skip_bad=lambda wc: "--skip-bad" if DATASETS[wc.dataset].get("skip_bad_videos") else "",
-        listed=lambda wc: manifest_state(paths.frames_manifest(wc.dataset)),
         code=code_digest("index"),
     log:
         paths.log("{dataset}", "dataset_ready"),

@@ -37,12 +37,12 @@ rule flow_manifest:
     input:
         frames=paths.frames_manifest("{dataset}"),
         shards=flow_shards,
+        stamp=lambda wc: missing_stamp(paths.flow_manifest(wc.dataset, wc.method)),
     output:
         paths.flow_manifest("{dataset}", "{method}"),
     wildcard_constraints:
         method="tvl1|tvl1_torch|dis|farneback",
     params:
-        listed=lambda wc: manifest_state(paths.flow_manifest(wc.dataset, wc.method)),
         code=code_digest("flow"),
     log:
         paths.log("{dataset}", "flow/{method}/manifest"),

@@ -11,6 +11,7 @@ STAGES = {
     "demo": "generate the synthetic demo dataset",
     "fetch": "download and unpack an official dataset archive",
     "index": "list videos and splits, assign shards; merge and check extraction reports",
+    "summary": "what an index will make: videos, frame and flow jobs, estimated disk",
     "frames": "extract the JPEG frames of one shard into HDF5",
     "flow": "compute the clipped, quantised optical flow of one frame shard into HDF5",
     "flowviz": "render stored flow fields as colour images beside their frames (PNG)",

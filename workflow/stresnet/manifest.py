@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -50,17 +51,38 @@ def write_manifest(path: str | Path, stage: str, settings: Mapping[str, Any], fi
     return doc
 
 
-def manifest_state(path: str | Path) -> str:
-    """"incomplete" when the manifest at `path` lists a file that is gone, else "ok" (also when
-    there is no manifest yet). A rule param: its rule reruns once a listed file is deleted, and
-    Snakemake rebuilds that file first (it would not rebuild a missing intermediate file whose
-    consumers are up to date). Changed bytes are the readers' and `verify`'s to catch: this
-    value must not depend on files that the run it is recorded for rewrites."""
+def listed_missing(path: str | Path) -> list[str]:
+    """The files the manifest at `path` lists that are gone (none when there is no manifest)."""
     try:
         files = json.loads(Path(path).read_text())["files"].values()
-        return "ok" if all(Path(entry["path"]).exists() for entry in files) else "incomplete"
+        return sorted(entry["path"] for entry in files if not Path(entry["path"]).exists())
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return "ok"
+        return []
+
+
+def missing_stamp(path: str | Path) -> str:
+    """The stamp of the manifest at `path`: a small input of the manifest's rule, rewritten (so
+    newer than the manifest, with other content) when a file the manifest lists is gone. Snakemake
+    then reruns the manifest's rule, and first rebuilds the missing file, which it would not do for a
+    missing intermediate file whose consumers are up to date. Nothing is recorded that would
+    rerun the rule again once the file is back (as a param would be). Returns the stamp's path."""
+    manifest = Path(path)
+    stamp = manifest.with_name(f".{manifest.name}.missing")
+    missing = listed_missing(manifest)
+    flagged = stamp.exists() and manifest.exists() and stamp.stat().st_mtime > manifest.stat().st_mtime
+    if not stamp.exists() or (missing and not flagged):
+        stamp.parent.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(json.dumps({"missing": missing, "seen": time.time()}) + "\n")
+        if not missing:  # a new stamp with nothing missing triggers nothing
+            os.utime(stamp, (0, 0))
+    return str(stamp)
+
+
+def file_state(path: str | Path) -> str:
+    """A rule param that follows a file's content: its SHA-256, or "missing". A consumer that takes
+    the file as an ancient input and this as a param reruns when the content changes, not when the
+    file is only rewritten the same; "missing" makes it run, and so the file's producer."""
+    return file_sha256(path) if Path(path).is_file() else "missing"
 
 
 class Manifest:

@@ -52,6 +52,11 @@ def classes_csv(ds: str) -> str:
     return f"{RESULTS}/{ds}/classes.csv"
 
 
+def index_summary(ds: str) -> str:
+    """What the index will make: jobs and estimated disk (stresnet summary)."""
+    return f"{RESULTS}/{ds}/index_summary.json"
+
+
 def frame_shard(ds: str, shard: str) -> str:
     return f"{RESULTS}/{ds}/frames/{shard}.h5"
 
