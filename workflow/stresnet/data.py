@@ -196,7 +196,7 @@ def sample_crop(rng: np.random.Generator, height: int, width: int, crop: str, sh
     """A training crop of a (height, width) frame and a random flip (Sec. 3.4), drawn as the authors do.
 
     multiscale_corners (the motion stream; the authors' multiScaleRegular, cnn_ucf101_get_flow_batch.m
-    lines 215-217 and 283-287): width and height each drawn from {256, 224, 192, 168} (at short
+    lines 215-217 and 279-284): width and height each drawn from {256, 224, 192, 168} (at short
     side 256), the crop at one of the 4 corners or the centre. jitter_borders (the appearance
     stream and ST-ResNet; borders25 and f25noCtr): `jittered_size` at `border_offset`.
     """

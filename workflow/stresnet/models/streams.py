@@ -97,7 +97,7 @@ class DropoutClassifier(nn.Linear):
 
     The authors' motion stream was trained with dropout 0.8 after pool5, before the classifier
     (base_streams/cnn_ucf101_temporal.m, lines 25 and 169-201), and ST-ResNet drops it again
-    (STResNet_stage1.m, lines 14 and 364-370). Same weights and state-dict keys as nn.Linear;
+    (STResNet_stage1.m, lines 14 and 364-371). Same weights and state-dict keys as nn.Linear;
     class_scores() reads only the weights, so fully convolutional testing and ST-ResNet see none.
     """
 
