@@ -48,7 +48,7 @@ def measure(videos_dir: Path, on: bool, reads: int, clips: int) -> dict[str, flo
             store.frame(int(i), t)
         reads_s = time.perf_counter() - start
         cfg = yaml.safe_load((REPO / "config.yaml").read_text())["train"]["st_resnet"]
-        dataset = ClipDataset(store, "st_resnet", cfg["chunks"], cfg["size"], 256)
+        dataset = ClipDataset(store, cfg["crop"], cfg["chunks"], cfg["size"], 256)
         schedule = SampleSchedule(len(store), clips, clips, clips, 0, tuple(cfg["stride"]))
         start = time.perf_counter()
         for spec in schedule.micro_batch(0, 0):

@@ -71,7 +71,8 @@ def main() -> None:
         rows = []
         for phase in PHASES:
             cfg, wants = train[phase], INPUTS[phase]
-            dataset = ClipDataset(store, phase, cfg["chunks"], cfg["size"], a.short_side, "rgb" in wants, "flow" in wants)
+            dataset = ClipDataset(store, cfg["crop"], cfg["chunks"], cfg["size"], a.short_side, "rgb" in wants,
+                                  "flow" in wants)
             micro = min(cfg["bn_batch"], 16)  # the loader's rate does not depend on the batch size
             schedule = SampleSchedule(len(videos), micro, micro, micro, 0, tuple(cfg["stride"]))
             steps = max(2, a.samples // micro)

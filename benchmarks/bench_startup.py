@@ -63,7 +63,7 @@ def one(phase: str, multiple: int, frames: str, flow: str, split_dir: str) -> di
 
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     train = config["train"]
-    cfg = {**{k: train[k] for k in ("seed", "momentum", "weight_decay")}, **train[phase]}
+    cfg = {**{k: train[k] for k in ("seed", "momentum", "weight_decay", "lr_factors", "decay_factors")}, **train[phase]}
     speed = {"workers": train["workers"], "micro_batch": cfg.pop("micro_batch"), "checkpoint_every": 10**9}
     cfg["lr"] = [[lr, n * multiple] for lr, n in cfg["lr"]]
     init = [f"{split_dir}/{p}/model.pt" for p in INIT.get(phase, ())]

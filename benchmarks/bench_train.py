@@ -81,7 +81,8 @@ def main() -> None:
     for phase in ("motion", "appearance", "st_resnet", "st_resnet_star"):
         cfg = json.loads(torch.load(split_dir / phase / "model.pt", weights_only=True)["extra"]["config"])
         wants = INPUTS[phase]
-        dataset = ClipDataset(store, phase, cfg["chunks"], cfg["size"], short_side, "rgb" in wants, "flow" in wants)
+        crop = cfg.get("crop", "multiscale_corners" if phase == "motion" else "jitter_borders")  # older models lack it
+        dataset = ClipDataset(store, crop, cfg["chunks"], cfg["size"], short_side, "rgb" in wants, "flow" in wants)
         schedule = SampleSchedule(len(train), cfg["bn_batch"] * 4, cfg["bn_batch"], cfg["bn_batch"], 0, tuple(cfg["stride"]))
         load = loader_rate(dataset, schedule, a.workers, a.steps)
         train_rate = model_rate(phase, dataset, schedule, cfg, split_dir, int(videos["label"].max()) + 1, a.steps, device)

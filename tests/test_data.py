@@ -4,9 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from stresnet.data import (FLOW_CENTRE, RGB_MEAN, RGB_STD, SampleSchedule, chunk_positions, crop_resize,
-                           crop_sizes, flow_tensor, network_inputs, rgb_tensor, sample_crop, spread_positions,
-                           usable_frames)
+from stresnet.data import (FLOW_CENTRE, RGB_MEAN, RGB_STD, Crop, SampleSchedule, chunk_positions, crop_resize,
+                           flow_tensor, network_inputs, rgb_tensor, sample_crop, spread_positions, usable_frames)
 from stresnet.flow_reader import STACK_LENGTH, stack_indices
 
 
@@ -48,7 +47,8 @@ def test_test_frames_cover_the_whole_usable_range(n_frames):
     assert p.tolist() == expected.astype(int).tolist()
 
 
-def test_short_test_video_repeats_frames_evenly():
+def test_spread_over_fewer_frames_than_chunks_repeats_frames_evenly():
+    """Training's short clips (round(linspace(...)), as the authors'); testing pads instead (test_recipe.py)."""
     p = spread_positions(usable_frames(20), 25)  # 10 usable frames: 5 ... 14
     assert p[0] == 5 and p[-1] == 14 and set(p.tolist()) == set(range(5, 15))
     assert np.bincount(p)[5:].min() >= 2 and np.bincount(p)[5:].max() <= 3
@@ -71,23 +71,14 @@ def test_no_stack_of_a_60_frame_video_repeats_a_field():
 
 def test_motion_crops_use_the_papers_sides_and_corners():
     rng = np.random.default_rng(0)
-    seen = set()
+    seen, sides = set(), set()
     for _ in range(300):
-        widths, heights = crop_sizes("motion", rng, 224, 256)
-        assert widths == [256, 224, 192, 168]
-        c = sample_crop(rng, 256, 340, widths, heights)
-        assert c.w in widths and c.h in heights
+        c = sample_crop(rng, 256, 340, "multiscale_corners", 256)
+        sides |= {c.w, c.h}
         seen.add((c.x in (0, 340 - c.w, (340 - c.w) // 2), c.y in (0, 256 - c.h, (256 - c.h) // 2)))
-    assert seen == {(True, True)}
-
-
-def test_appearance_crop_jitter_is_25_percent():
-    rng = np.random.default_rng(0)
-    sizes = np.array([crop_sizes("appearance", rng, 224, 256) for _ in range(500)]).reshape(500, 2)
-    assert sizes.min() >= 168 and sizes.max() <= 280 and sizes.std() > 20
-    # on smaller frames the crop keeps its share of the frame, whatever the network's input size
-    small = np.array([crop_sizes("appearance", rng, 32, 128) for _ in range(500)]).reshape(500, 2)
-    assert small.min() >= 84 and small.max() <= 140
+    assert sides == {256, 224, 192, 168} and seen == {(True, True)}
+    # frames of short side 128: the sides halve (128 x 170 frames)
+    assert {sample_crop(rng, 128, 170, "multiscale_corners", 128).w for _ in range(100)} == {128, 112, 96, 84}
 
 
 def test_flip_negates_u_of_flow():
@@ -126,7 +117,7 @@ def test_network_inputs_keep_channels_innermost_for_clips():
 
 def test_crop_resize_keeps_channels():
     stack = np.random.default_rng(0).integers(0, 255, (64, 80, 20), dtype=np.uint8)
-    crop = sample_crop(np.random.default_rng(1), 64, 80, [48], [40])
+    crop = Crop(x=5, y=3, w=48, h=40, flip=False)
     assert crop_resize(stack, crop, 32).shape == (32, 32, 20)
 
 

@@ -21,7 +21,9 @@ from stresnet.predict import predict
 from conftest import prepare
 
 PHASE = {"batch": 4, "bn_batch": 2, "lr": [[0.01, 6]], "chunks": 1, "stride": [1, 1], "size": 32, "seed": 0,
-         "momentum": 0.9, "weight_decay": 5e-4}
+         "momentum": 0.9, "weight_decay": 5e-4, "crop": "multiscale_corners",
+         "lr_factors": {"weights": 1, "biases": 2, "bn_scales": 2, "bn_shifts": 1},
+         "decay_factors": {"weights": 1, "biases": 0, "bn_scales": 0, "bn_shifts": 0}}
 SPEED = {"workers": 0, "micro_batch": 2, "checkpoint_every": 2}
 
 
@@ -60,7 +62,7 @@ def test_datasets_read_only_whole_flow_stacks(prepared):
     centres = []
     read = store.flow_stack
     store.flow_stack = lambda i, t, length=10: centres.append(t) or read(i, t, length)
-    clips = ClipDataset(store, "st_resnet", chunks=3, size=32, short_side=32)
+    clips = ClipDataset(store, "jitter_borders", chunks=3, size=32, short_side=32)
     for spec in [(v, seed, stride) for v in range(len(store)) for seed in range(3) for stride in (1, 3)]:
         assert clips[spec]["flow"].shape == (3, 20, 32, 32)
     assert WholeVideoDataset(store, chunks=25)[0]["flow"].shape[:3] == (2, 25, 20)

@@ -331,7 +331,7 @@ def config_digest(name):
         "dataset": {k: v for k, v in DATASETS[name].items() if k not in sections},
         **{stage: setting(name, stage) for stage in ("index", "frames")},
         "flow": flow_shaping(setting(name, "flow")),
-        "evaluate": {"chunks": setting(name, "evaluate")["chunks"]},
+        "evaluate": {k: setting(name, "evaluate")[k] for k in ("chunks", "padding")},
         **{phase: shaping_settings(name, phase) for phase in TRAIN_PHASES},
         "pretrained": train_setting(name, "pretrained"),
     }

@@ -12,6 +12,7 @@ rule evaluate:
         kind="two_stream|st_resnet|st_resnet_star",
     params:
         chunks=lambda wc: setting(wc.dataset, "evaluate")["chunks"],
+        padding=lambda wc: setting(wc.dataset, "evaluate")["padding"],
         workers=lambda wc: Untracked(str(setting(wc.dataset, "evaluate")["workers"])),
         precision=lambda wc: train_setting(wc.dataset, "precision"),
         launcher=lambda wc: evaluation_launcher(wc.dataset),
@@ -32,7 +33,8 @@ rule evaluate:
     shell:
         "{params.launcher} -m stresnet evaluate --kind {wildcards.kind} --models {input.models}"
         " --frames-manifest {input.frames} --flow-manifest {input.flow} --split {wildcards.split}"
-        " --chunks {params.chunks} --precision {params.precision} --workers {params.workers} --threads {threads}"
+        " --chunks {params.chunks} --padding {params.padding} --precision {params.precision}"
+        " --workers {params.workers} --threads {threads}"
         " --out {output} > {log} 2>&1"
 
 

@@ -117,8 +117,9 @@ def train_setting(config: dict[str, Any], name: str, key: str) -> Any:
 def phase_settings(config: dict[str, Any], name: str, phase: str) -> dict[str, Any]:
     """One phase's settings for dataset `name`: Table 2's (config.yaml train.<phase>), the shared
     training settings, and the dataset's own overrides."""
-    shared = {k: train_setting(config, name, k)
-              for k in ("seed", "momentum", "weight_decay", "precision", "workers", "checkpoint_every")}
+    keys = ("seed", "momentum", "weight_decay", "lr_factors", "decay_factors", "precision", "workers",
+            "checkpoint_every")
+    shared = {k: train_setting(config, name, k) for k in keys}
     return {**shared, **config["train"][phase], **config["datasets"][name].get("train", {}).get(phase, {})}
 
 

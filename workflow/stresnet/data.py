@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator
 
 import cv2
 import numpy as np
@@ -120,9 +120,39 @@ def chunk_positions(frames: range, chunks: int, stride: int, start: float) -> np
 def spread_positions(frames: range, chunks: int = 25) -> np.ndarray:
     """`chunks` frames spread evenly from the first to the last of `frames`, each position
     rounded (Sec. 3.4, "Fully convolutional inference": 25 frames; as in the authors' code).
-    Fewer frames than chunks: frames repeat evenly."""
+    Fewer frames than chunks: frames repeat evenly (training's short clips, as the authors'
+    round(linspace(...)) in cnn_get_im_flow_batch.m; testing pads instead: `inference_positions`)."""
     offsets = np.floor(np.linspace(0, len(frames) - 1, chunks) + 0.5).astype(np.int64)
     return frames[0] + offsets
+
+
+TEST_PADDINGS = ("repeat", "symmetric")
+
+
+def inference_positions(frames: range, chunks: int = 25, padding: str = "repeat") -> np.ndarray:
+    """The frames of a test video's `chunks` chunks: spread evenly over `frames`; a video with
+    fewer frames takes each once, in order, then pads (Sec. 3.3: "for extremely short videos we
+    symmetrically pad the input over time"):
+
+    - repeat (the authors' test code, cnn_get_im_flow_batch.m, lines 105-131): the frames again,
+      alternately their last ones and their first ones, until `chunks` are reached; 10 frames
+      a..j give a..j a..j a..e;
+    - symmetric (the paper's word; padarray(..., 'symmetric', 'post') of the authors' stream
+      code): mirrored at the end, again and again; a..j j..a a..e.
+    """
+    n = len(frames)
+    if n >= chunks:
+        return spread_positions(frames, chunks)
+    if padding == "symmetric":
+        return frames[0] + np.pad(np.arange(n), (0, chunks - n), mode="symmetric")
+    if padding != "repeat":
+        raise ValueError(f"unknown test padding {padding!r}; expected one of {TEST_PADDINGS}")
+    offsets, odd = list(range(n)), False
+    while len(offsets) < chunks:  # the authors' loop at stride 1: "back" (the last ones), then "front"
+        missing = chunks - len(offsets)
+        offsets += list(range(n))[:missing] if odd else list(range(n))[-missing:]
+        odd = not odd
+    return frames[0] + np.array(offsets, np.int64)
 
 
 @dataclass
@@ -134,27 +164,54 @@ class Crop:
     flip: bool
 
 
-def sample_crop(rng: np.random.Generator, height: int, width: int, widths: Sequence[int],
-                heights: Sequence[int]) -> Crop:
-    """A crop of a drawn width and height at a corner or the centre, and a random flip."""
-    w = min(int(rng.choice(widths)), width)
-    h = min(int(rng.choice(heights)), height)
-    corner = int(rng.integers(5))  # 4 corners and the centre (Sec. 3.4, [1, 31])
-    x = {0: 0, 1: width - w, 2: 0, 3: width - w, 4: (width - w) // 2}[corner]
-    y = {0: 0, 1: 0, 2: height - h, 3: height - h, 4: (height - h) // 2}[corner]
+CROPS = ("multiscale_corners", "jitter_borders")
+BORDER_STEPS = 20  # offsets per axis near each border: linspace(0, .25, 20) and linspace(.75, 1, 20)
+
+
+def jittered_size(rng: np.random.Generator, height: int, width: int, short_side: int) -> tuple[int, int]:
+    """Sec. 3.4: "we randomly jitter the width and height of the 224 x 224 input frame by +-25%".
+    As the authors' borders25 (cnn_ucf101_get_frame_batch.m, line 194): width and height each
+    224 times a factor drawn uniformly from [0.75, 1.25], independently, at most the frame's;
+    224 belongs to frames of short side 256 and scales with `short_side`."""
+    side = 224 * short_side / 256
+    jitter = rng.uniform(0.75, 1.25, size=2)
+    return min(round(side * jitter[0]), width), min(round(side * jitter[1]), height)
+
+
+def border_offset(rng: np.random.Generator, free_x: int, free_y: int) -> tuple[int, int]:
+    """Sec. 3.4: the crop taken "from a maximum of 25% distance from the image borders". As the
+    authors' borders25 and f25noCtr grid (cnn_ucf101_get_frame_batch.m lines 48-55 and 228-232,
+    cnn_get_im_flow_batch.m lines 55-62 and 315-319): the offset of each axis is floor(free * f),
+    f one of 20 evenly spaced fractions in [0, 0.25] for both axes (near the top-left corner) or
+    in [0.75, 1] for both (near the bottom-right corner); never the centre, never top-right or
+    bottom-left before the flip. `free_x`, `free_y`: frame minus crop."""
+    # f = linspace(0, .25, 20)[k] = k / 76 or linspace(.75, 1, 20)[k] = (57 + k) / 76; in integers
+    steps = 4 * (BORDER_STEPS - 1)
+    first = 3 * (BORDER_STEPS - 1) * int(rng.integers(2))
+    kx, ky = (first + int(k) for k in rng.integers(BORDER_STEPS, size=2))
+    return free_x * kx // steps, free_y * ky // steps
+
+
+def sample_crop(rng: np.random.Generator, height: int, width: int, crop: str, short_side: int) -> Crop:
+    """A training crop of a (height, width) frame and a random flip (Sec. 3.4), drawn as the authors do.
+
+    multiscale_corners (the motion stream; the authors' multiScaleRegular, cnn_ucf101_get_flow_batch.m
+    lines 215-217 and 279-284): width and height each drawn from {256, 224, 192, 168} (at short
+    side 256), the crop at one of the 4 corners or the centre. jitter_borders (the appearance
+    stream and ST-ResNet; borders25 and f25noCtr): `jittered_size` at `border_offset`.
+    """
+    if crop == "multiscale_corners":
+        scale = short_side / 256
+        w, h = (min(round(int(rng.choice(MOTION_CROP_SIDES)) * scale), side) for side in (width, height))
+        corner = int(rng.integers(5))  # 4 corners and the centre
+        x = {0: 0, 1: width - w, 2: 0, 3: width - w, 4: (width - w) // 2}[corner]
+        y = {0: 0, 1: 0, 2: height - h, 3: height - h, 4: (height - h) // 2}[corner]
+        return Crop(x, y, w, h, bool(rng.integers(2)))
+    if crop != "jitter_borders":
+        raise ValueError(f"unknown crop {crop!r}; expected one of {CROPS}")
+    w, h = jittered_size(rng, height, width, short_side)
+    x, y = border_offset(rng, width - w, height - h)
     return Crop(x, y, w, h, bool(rng.integers(2)))
-
-
-def crop_sizes(phase: str, rng: np.random.Generator, size: int, short_side: int) -> tuple[list[int], list[int]]:
-    """Candidate crop widths and heights for a training sample."""
-    if phase == "motion":
-        # Sec. 3.4: width and height drawn from {256, 224, 192, 168}, at short side 256
-        sides = [round(s * short_side / 256) for s in MOTION_CROP_SIDES]
-        return sides, sides
-    # Sec. 3.4: width and height of the 224 x 224 crop (of a frame of short side 256)
-    # jittered by +-25%; the crop is then resized to the network's input size
-    side, jitter = 224 * short_side / 256, rng.uniform(0.75, 1.25, size=2)
-    return [round(side * jitter[0])], [round(side * jitter[1])]
 
 
 def crop_resize(image: np.ndarray, crop: Crop | None, size: int | None) -> np.ndarray:
@@ -217,9 +274,11 @@ class ClipDataset(Dataset):
     step sees does not depend on worker processes or on where a run was resumed.
     """
 
-    def __init__(self, store: VideoStore, phase: str, chunks: int, size: int, short_side: int,
+    def __init__(self, store: VideoStore, crop: str, chunks: int, size: int, short_side: int,
                  rgb: bool = True, flow: bool = True):
-        self.store, self.phase, self.chunks, self.size = store, phase, chunks, size
+        if crop not in CROPS:
+            raise ValueError(f"unknown crop {crop!r}; expected one of {CROPS}")
+        self.store, self.crop, self.chunks, self.size = store, crop, chunks, size
         self.short_side, self.rgb, self.flow = short_side, rgb, flow
 
     def __len__(self) -> int:
@@ -233,8 +292,7 @@ class ClipDataset(Dataset):
         frames = [self.store.frame(video, t) for t in positions] if self.rgb else []
         stacks = [self.store.flow_stack(video, t).transpose(1, 2, 0) for t in positions] if self.flow else []
         height, width = (frames or stacks)[0].shape[:2]  # flow fields have their frames' size
-        widths, heights = crop_sizes(self.phase, rng, self.size, self.short_side)
-        crop = sample_crop(rng, height, width, widths, heights)
+        crop = sample_crop(rng, height, width, self.crop, self.short_side)
         item = {"label": torch.tensor(self.store.label(video))}
         if self.rgb:
             item["rgb"] = rgb_tensor([crop_resize(f, crop, self.size) for f in frames], crop.flip)
@@ -245,16 +303,19 @@ class ClipDataset(Dataset):
 
 class WholeVideoDataset(Dataset):
     """Whole test videos: `chunks` frames spread evenly over the frames with a whole flow stack
-    (Sec. 3.4), whole frames, each with its flip."""
+    (Sec. 3.4), a short video padded (`inference_positions`), whole frames, each with its flip."""
 
-    def __init__(self, store: VideoStore, chunks: int = 25, rgb: bool = True, flow: bool = True):
-        self.store, self.chunks, self.rgb, self.flow = store, chunks, rgb, flow
+    def __init__(self, store: VideoStore, chunks: int = 25, rgb: bool = True, flow: bool = True,
+                 padding: str = "repeat"):
+        if padding not in TEST_PADDINGS:
+            raise ValueError(f"unknown test padding {padding!r}; expected one of {TEST_PADDINGS}")
+        self.store, self.chunks, self.rgb, self.flow, self.padding = store, chunks, rgb, flow, padding
 
     def __len__(self) -> int:
         return len(self.store)
 
     def __getitem__(self, video: int) -> dict[str, torch.Tensor]:
-        positions = spread_positions(usable_frames(self.store.n_frames(video)), self.chunks)
+        positions = inference_positions(usable_frames(self.store.n_frames(video)), self.chunks, self.padding)
         item = {"label": torch.tensor(self.store.label(video)), "index": torch.tensor(video)}
         if self.rgb:
             frames = [self.store.frame(video, t) for t in positions]

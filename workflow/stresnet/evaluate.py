@@ -18,7 +18,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from .batching import check_memory, inference_bytes
-from .data import VideoStore, WholeVideoDataset, network_inputs, open_videos, quiet_worker, usable_frames
+from .data import (TEST_PADDINGS, VideoStore, WholeVideoDataset, network_inputs, open_videos, quiet_worker,
+                   usable_frames)
 from .errors import run_stage
 from .manifest import file_sha256
 from .models import fold_batch_norm, load_checkpoint, two_stream
@@ -64,11 +65,12 @@ def video_scores(model: nn.Module, item: dict[str, torch.Tensor], device: torch.
 
 
 def evaluate(model: nn.Module, store: VideoStore, chunks: int = 25, workers: int = 2,
-             device: torch.device | None = None, precision: str = "bf16") -> dict[str, np.ndarray]:
+             device: torch.device | None = None, precision: str = "bf16",
+             padding: str = "repeat") -> dict[str, np.ndarray]:
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     check_test_settings(store, chunks, device, precision)
     model = inference_model(model, device)
-    loader = DataLoader(WholeVideoDataset(store, chunks), batch_size=None, num_workers=workers,
+    loader = DataLoader(WholeVideoDataset(store, chunks, padding=padding), batch_size=None, num_workers=workers,
                         worker_init_fn=quiet_worker)
     appearance, motion = [], []
     for item in Progress(loader, "evaluate", total=len(store), unit="video"):
@@ -111,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--flow-manifest", required=True, help="its flow manifest")
     p.add_argument("--split", type=int, required=True)
     p.add_argument("--chunks", type=int, default=25)
+    p.add_argument("--padding", choices=TEST_PADDINGS, default="repeat",
+                   help="a video with fewer usable frames than chunks: repeat (the authors' test code) | symmetric")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--precision", default="bf16", choices=PRECISIONS, help="bf16: autocast on CUDA; fp32 as the paper")
@@ -125,8 +129,10 @@ def main(argv: list[str] | None = None) -> None:
     videos, frames, flow = open_videos(args.frames_manifest, args.flow_manifest)
     test = videos[(videos[f"split{args.split}"] == "test") & (videos["status"] == "ok")]
     store = VideoStore(test, frames, flow)
-    scores = evaluate(load_model(args.kind, args.models), store, args.chunks, args.workers, precision=args.precision)
-    provenance = {"kind": args.kind, "split": args.split, "chunks": args.chunks, "precision": args.precision,
+    scores = evaluate(load_model(args.kind, args.models), store, args.chunks, args.workers,
+                      precision=args.precision, padding=args.padding)
+    provenance = {"kind": args.kind, "split": args.split, "chunks": args.chunks, "padding": args.padding,
+                  "precision": args.precision,
                   "frames": frames.identity(),
                   "flow": flow.identity(), "models": [{"path": m, "sha256": file_sha256(m)} for m in args.models]}
     out = Path(args.out)

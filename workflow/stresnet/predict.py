@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import torch
 
-from .data import flow_tensor, rgb_tensor, spread_positions, usable_frames
+from .data import flow_tensor, inference_positions, rgb_tensor, usable_frames
 from .evaluate import inference_model, video_scores
 from .errors import SettingError, run_stage
 from .flow import flow_method
@@ -47,14 +47,15 @@ def flow_stacks(frames: list[np.ndarray], positions: np.ndarray, flow: dict) -> 
             for t in positions]
 
 
-def predict(video: str | Path, model_dir: str | Path, top: int = 5, chunks: int = 25) -> list[tuple[str, float]]:
+def predict(video: str | Path, model_dir: str | Path, top: int = 5, chunks: int = 25,
+            padding: str = "repeat") -> list[tuple[str, float]]:
     path = find_model(Path(model_dir))
     checkpoint = load_checkpoint(path, path.parent.name)
     info = checkpoint.extra["info"]
     frames = list(VideoReader(video, info["short_side"]))
     if len(frames) < 2:
         raise SettingError(f"{video}: {len(frames)} frame(s); at least 2 are needed for optical flow")
-    positions = spread_positions(usable_frames(len(frames)), chunks)
+    positions = inference_positions(usable_frames(len(frames)), chunks, padding)
     picked = [frames[t] for t in positions]
     stacks = flow_stacks(frames, positions, info["flow"])
     item = {"rgb": torch.stack([rgb_tensor(picked, False), rgb_tensor(picked, True)]),

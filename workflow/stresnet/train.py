@@ -35,7 +35,7 @@ from .data import (ClipDataset, SampleSchedule, VideoStore, dataset_classes, net
 from .errors import InputError, SettingError, run_stage
 from .manifest import file_sha256
 from .models import (appearance_stream, build_model, convert_sub_batch_norm, load_checkpoint,
-                     load_weights, motion_stream, save_checkpoint, set_chunks, st_resnet)
+                     load_weights, motion_stream, save_checkpoint, set_chunks, st_resnet, with_dropout)
 from .progress import Progress
 from .provenance import OutputLock, changes
 from .runtime import autocast, setup_process
@@ -57,6 +57,33 @@ def lr_at(it: int, schedule: list[list[float]]) -> float:
         it -= iterations
     return float(schedule[-1][0])
 
+PARAM_KINDS = ("weights", "biases", "bn_scales", "bn_shifts")
+
+def param_groups(model: nn.Module, lr_factors: dict[str, float], decay_factors: dict[str, float],
+                 weight_decay: float) -> list[dict[str, Any]]:
+    """SGD parameter groups by kind of parameter, each with its learning-rate factor (`lr_factor`,
+    applied by set_lr) and weight decay (`weight_decay` times its factor), as the authors' setLrWd.m
+    sets them: convolution and classifier weights, biases, BN scales (gamma), BN shifts (beta)."""
+    params: dict[str, list[nn.Parameter]] = {kind: [] for kind in PARAM_KINDS}
+    for module in model.modules():
+        for name, param in module.named_parameters(recurse=False):
+            if isinstance(module, nn.BatchNorm2d):
+                params["bn_scales" if name == "weight" else "bn_shifts"].append(param)
+            else:
+                params["biases" if name == "bias" else "weights"].append(param)
+    return [{"params": ps, "kind": kind, "lr_factor": lr_factors[kind],
+             "weight_decay": weight_decay * decay_factors[kind]} for kind, ps in params.items() if ps]
+
+def sgd(model: nn.Module, cfg: dict[str, Any]) -> torch.optim.SGD:
+    """SGD with momentum (Sec. 3.4) over the parameter groups of `model`; set_lr sets each step's rates."""
+    groups = param_groups(model, cfg["lr_factors"], cfg["decay_factors"], cfg["weight_decay"])
+    return torch.optim.SGD(groups, lr=lr_at(0, cfg["lr"]), momentum=cfg["momentum"])
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Each parameter group's learning rate: `lr` (Table 2's schedule, lr_at) times the group's factor."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group["lr_factor"]
+
 def total_iterations(schedule: list[list[float]]) -> int:
     return int(sum(iterations for _, iterations in schedule))
 
@@ -64,21 +91,21 @@ def digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
 def initial_model(phase: str, num_classes: int, pretrained: str, init: list[str],
-                  flow: dict[str, Any] | None = None) -> nn.Module:
+                  flow: dict[str, Any] | None = None, dropout: float = 0.0) -> nn.Module:
     """The model a phase starts from: ImageNet streams, a stream trained on another dataset, or
     the previous phases' checkpoints. `flow` (the flow settings of this phase's data) must equal
-    those a motion stream trained elsewhere saw."""
+    those a motion stream trained elsewhere saw. A stream gets `dropout` before its classifier."""
     if phase in ("motion", "appearance") and init:
         source = load_checkpoint(init[0], phase)
         seen = source.extra.get("info", {}).get("flow")
         if phase == "motion" and flow is not None and seen != flow:
             raise ValueError(f"{init[0]} was trained on flow made with {seen}, this data's flow is {flow}; "
                              "make both datasets' flow settings equal")
-        return retarget_stream(source.model, num_classes)
+        return with_dropout(retarget_stream(source.model, num_classes), dropout)
     if phase == "motion":
-        return motion_stream(num_classes, pretrained)
+        return with_dropout(motion_stream(num_classes, pretrained), dropout)
     if phase == "appearance":
-        return appearance_stream(num_classes, pretrained)
+        return with_dropout(appearance_stream(num_classes, pretrained), dropout)
     if phase == "st_resnet":
         appearance = load_checkpoint(init[0], "appearance").model
         motion = load_checkpoint(init[1], "motion").model
@@ -204,11 +231,12 @@ class Trainer:
         self.identity = {"phase": self.phase, "split": args.split, "settings": cfg, "frames": frames.identity(),
                          "flow": flow.identity() if flow else None, "pretrained": pretrained,
                          "init": [file_identity(path) for path in args.init]}
-        self.dataset = ClipDataset(store, self.phase, cfg["chunks"], cfg["size"], short_side,
+        self.dataset = ClipDataset(store, cfg["crop"], cfg["chunks"], cfg["size"], short_side,
                                    rgb="rgb" in wants, flow="flow" in wants)
         self.iterations = total_iterations(cfg["lr"])
 
-        model = initial_model(self.phase, self.num_classes, args.pretrained, args.init, self.info["flow"])
+        model = initial_model(self.phase, self.num_classes, args.pretrained, args.init, self.info["flow"],
+                              cfg.get("dropout", 0.0))  # stream phases only
         convert_sub_batch_norm(model, cfg["bn_batch"])  # Sec. 3.3: BN over groups of bn_batch clips
         self.model = model.to(self.device, memory_format=torch.channels_last)
         self.autocast = autocast(self.device, cfg.get("precision", "bf16"))
@@ -223,8 +251,7 @@ class Trainer:
         if self.schedule.accumulation % self.world:
             raise SettingError(f"micro_batch {self.speed['micro_batch']}: {self.schedule.accumulation} micro-batches "
                                f"per step cannot be shared by {self.world} processes; use micro_batch: auto")
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=lr_at(0, cfg["lr"]),
-                                         momentum=cfg["momentum"], weight_decay=cfg["weight_decay"])
+        self.optimizer = sgd(self.model, cfg)
         self.net = (DistributedDataParallel(self.model, device_ids=[self.device] if self.device.type == "cuda" else None)
                     if self.ddp else self.model)
         self.state_file = self.out / "checkpoint.pt"
@@ -358,8 +385,7 @@ class Trainer:
         for it in bar:
             tic = time.perf_counter()
             lr = lr_at(it, cfg["lr"])
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
+            set_lr(self.optimizer, lr)
             totals = torch.zeros(2, device=self.device)  # summed loss, hits: read once per step
             waited = 0.0
             for m in range(micro_per_rank):

@@ -13,6 +13,7 @@ from .st_resnet import (
     two_stream,
 )
 from .streams import (
+    DropoutClassifier,
     appearance_stream,
     class_scores,
     cross_modality_conv1,
@@ -22,6 +23,7 @@ from .streams import (
     stages,
     stem,
     trunk,
+    with_dropout,
 )
 from .subbatch_bn import SubBatchNorm2d, convert_sub_batch_norm
 from .temporal import ChunkAware, TemporalConv, TemporalMaxPool, set_chunks, split_clips
@@ -30,6 +32,7 @@ __all__ = [
     "KINDS",
     "ChunkAware",
     "Checkpoint",
+    "DropoutClassifier",
     "MotionResidual",
     "PreActivation",
     "STResNet",
@@ -59,4 +62,5 @@ __all__ = [
     "temporalize",
     "trunk",
     "two_stream",
+    "with_dropout",
 ]

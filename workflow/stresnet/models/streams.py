@@ -92,6 +92,36 @@ def class_scores(fc: nn.Linear, features: Tensor) -> Tensor:
     return F.conv2d(features, fc.weight[:, :, None, None], fc.bias)
 
 
+class DropoutClassifier(nn.Linear):
+    """A stream's classifier with dropout on its input (the pooled features) while training.
+
+    The authors' motion stream was trained with dropout 0.8 after pool5, before the classifier
+    (base_streams/cnn_ucf101_temporal.m, lines 25 and 169-201), and ST-ResNet drops it again
+    (STResNet_stage1.m, lines 14 and 364-371). Same weights and state-dict keys as nn.Linear;
+    class_scores() reads only the weights, so fully convolutional testing and ST-ResNet see none.
+    """
+
+    def __init__(self, in_features: int, out_features: int, p: float) -> None:
+        super().__init__(in_features, out_features)
+        self.p = p
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(F.dropout(x, self.p, self.training))
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, dropout={self.p}"
+
+
+def with_dropout(net: ResNet, p: float) -> ResNet:
+    """`net` with dropout of rate `p` before its classifier while training (p = 0: as it is);
+    the classifier keeps its weights. `net` is changed in place and returned."""
+    if p:
+        fc = DropoutClassifier(net.fc.in_features, net.fc.out_features, p).to(net.fc.weight)
+        fc.load_state_dict(net.fc.state_dict())
+        net.fc = fc
+    return net
+
+
 def _stream(in_channels: int, num_classes: int, pretrained: str) -> ResNet:
     state = resnet50_state_dict(pretrained)
     # from scratch, each residual branch starts at zero (its last BN scale 0): far steadier
