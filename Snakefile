@@ -24,6 +24,7 @@ include: "workflow/rules/evaluate.smk"
 localrules:
     all,
     index_summary,
+    imagenet_weights,
     videos,
     dataset_ready,
     flow_manifest,

@@ -8,10 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stresnet.demo import generate
-from stresnet.flow import compute_shard, write_flow_manifest
-from stresnet.frames import extract_shard
-from stresnet.index import build_index, class_table, frames_manifest, merge_reports
+from stresnet.prepared import prepare_demo as prepare
 from stresnet.video import encode_video
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -97,26 +94,6 @@ def make_hmdb51_tree(tmp_path: Path) -> tuple[Path, Path]:
             lines = "".join(f"{n} {t} \r\n" for n, t in zip(names, tags))
             (splits / f"{cls}_test_split{k}.txt").write_text(lines)
     return root, splits
-
-
-def prepare(root, short_side=32):
-    """A demo dataset run through index, frames and DIS flow into root/results, with manifests."""
-    if not (root / "raw").exists():
-        generate(root / "raw", seed=0, n_groups=3, clips_per_group=1, n_frames=12, width=64, height=48)
-    index = build_index("demo", root / "raw/UCF101", root / "raw/ucfTrainTestlist", shard_size=11)
-    results = root / "results"
-    reports, frames, flows = [], [], []
-    for shard in sorted(index["shard"].unique()):
-        frames.append(results / f"frames/{shard}.h5")
-        flows.append(results / f"flow/dis/{shard}.h5")
-        reports.append(extract_shard(index, shard, root / "raw/UCF101", frames[-1], short_side=short_side))
-        compute_shard(frames[-1], flows[-1], method="dis")
-    videos = merge_reports(index, reports)
-    videos.to_csv(results / "videos.csv", index=False)
-    class_table(index).to_csv(results / "classes.csv", index=False)
-    frames_manifest(results / "dataset_ready.json", results / "videos.csv", results / "classes.csv", frames, {})
-    write_flow_manifest(results / "flow/dis/manifest.json", flows, results / "dataset_ready.json")
-    return results
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,11 @@
 """Properties of the ST-ResNet models (paper Sec. 3, IMPLEMENTATION-NOTES.md)."""
 
 import copy
+import os
+import subprocess
+import sys
 import urllib.error
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,7 +13,9 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from stresnet import paths
 from stresnet.models.checkpoint import content_digest
+from stresnet.models.streams import IMAGENET
 from stresnet.models import (
     MotionResidual,
     PreActivation,
@@ -343,6 +349,26 @@ def test_imagenet_offline_is_a_clear_error(tmp_path, offline, monkeypatch):
     with pytest.raises(RuntimeError, match="pretrained: /path/to/resnet50.pth") as err:
         appearance_stream(K, pretrained="imagenet")
     assert str(tmp_path / "hub" / "checkpoints") in str(err.value)
+
+
+def test_imagenet_weights_are_fetched_once_into_the_file_training_reads(resnet50_file, tmp_path):
+    """`stresnet weights` (rule imagenet_weights, local): from torch's hub cache when it is there,
+    else a download; offline, one line naming the file and the command that makes it."""
+    out = tmp_path / paths.imagenet_weights()
+    assert out.name == Path(IMAGENET.url).name  # the name torchvision gives the file (its hash prefix)
+    unreachable = "http://127.0.0.1:9/resnet50-0676ba61.pth"
+    env = {**os.environ, "TORCH_HOME": str(resnet50_file.parents[2])}
+    cached = subprocess.run([sys.executable, "-m", "stresnet", "weights", "--out", str(out), "--url", unreachable],
+                            capture_output=True, text=True, env=env)
+    assert cached.returncode == 0 and out.read_bytes() == resnet50_file.read_bytes(), cached.stderr
+    out.unlink()
+    env["TORCH_HOME"] = str(tmp_path / "empty")
+    offline = subprocess.run([sys.executable, "-m", "stresnet", "weights", "--out", str(out), "--url", unreachable],
+                             capture_output=True, text=True, env=env)
+    lines = offline.stderr.strip().splitlines()
+    assert offline.returncode == 1 and len(lines) == 1 and "Traceback" not in offline.stderr
+    assert lines[0].startswith(f"stresnet weights: {out}: cannot download the ImageNet ResNet-50 weights from {unreachable}")
+    assert f"snakemake --cores 1 {out}" in lines[0] and not out.exists()
 
 
 def test_bad_pretrained_files_are_clear_errors(tmp_path):

@@ -18,7 +18,7 @@ sys.path.insert(0, str(PACKAGE_DIR))
 import stresnet.config
 from stresnet import paths
 from stresnet.config import config_error, cross_field_errors, flow_method_settings, flow_shaping, split_speed
-from stresnet.datasets import dataset_files, files_fingerprint
+from stresnet.datasets import DatasetError, dataset_files, files_fingerprint
 from stresnet.devices import device_pool
 from stresnet.manifest import file_state, missing_stamp
 from stresnet.provenance import code_digest
@@ -37,6 +37,12 @@ TRAIN_PHASES = paths.PHASES
 SMOKE = config["smoke"]  # a smoke run: N steps per phase, a few videos per split, under results/smoke
 if SMOKE:
     paths.use_smoke_results()
+PLANNING = workflow.exec_mode.name == "DEFAULT"  # the run's own process, not a job's
+if PLANNING:  # what the run needs is there, or one line why, before any job
+    USED, problems = stresnet.config.datasets_in_use(config, sys.argv[1:], paths.RESULTS)
+    problems += [p for name in USED for p in stresnet.config.location_errors(name, DATASETS[name])]
+    if problems:
+        raise WorkflowError(problems[0])
 shell.prefix(f"set -euo pipefail; export PYTHONPATH={shlex.quote(str(PACKAGE_DIR))}:${{{{PYTHONPATH:-}}}}; ")  # formatted by Snakemake: braces doubled
 
 
@@ -117,7 +123,11 @@ def dataset_listing(name):
     """(video files, split files) of a dataset on disk, listed once per run of Snakemake."""
     if name not in _LISTINGS:
         entry = dataset(name)
-        _LISTINGS[name] = dataset_files(entry["format"], entry["root"], entry.get("splits"))
+        allow_missing = entry["format"] == "folder" and entry.get("skip_bad_videos", False)
+        try:
+            _LISTINGS[name] = dataset_files(entry["format"], entry["root"], entry.get("splits"), allow_missing)
+        except DatasetError as e:
+            raise WorkflowError(f"datasets.{name}: {e}") from None
     return _LISTINGS[name]
 
 
@@ -269,17 +279,27 @@ def flow_input(wildcards):
 
 
 def stream_init(phase):
-    """Input function: the stream a phase starts from when its `init_from` names one."""
+    """Input function: what a stream phase starts from: a stream of the same kind trained
+    elsewhere (`init_from`), or the backbone weights of `pretrained` (a file: ImageNet's, fetched
+    once by rule imagenet_weights, or the user's)."""
 
     def init(wildcards):
         source = phase_settings(wildcards.dataset, phase).get("init_from")
-        if source is None:
-            return {}
         if isinstance(source, str):
             return {"init": source}
-        return {"init": paths.model(source["dataset"], source["split"], phase)}
+        if source is not None:
+            return {"init": paths.model(source["dataset"], source["split"], phase)}
+        pretrained = train_setting(wildcards.dataset, "pretrained")
+        if pretrained == "none":
+            return {}
+        return {"weights": paths.imagenet_weights() if pretrained == "imagenet" else pretrained}
 
     return init
+
+
+def pretrained_flag(wildcards, input):
+    """--pretrained of a stream phase: the weights file its inputs hold, or none."""
+    return shlex.quote(input.weights) if "weights" in input.keys() else "none"
 
 
 def init_flag(wildcards, input):
@@ -341,3 +361,9 @@ def config_digest(name):
 def final_outputs():
     """The mean metrics over the splits run of every dataset named in `targets`."""
     return [paths.metrics(name) for name in config["targets"]]
+
+
+if PLANNING:  # split files and videos of the datasets in use are read now (the index's listing)
+    for name in USED:
+        if DATASETS[name]["format"] != "demo" and not DATASETS[name].get("url"):
+            dataset_listing(name)

@@ -17,7 +17,7 @@ rule train_motion:
         settings=lambda wc: shaping(wc.dataset, "motion"),
         speed=lambda wc: speed(wc.dataset, "motion"),
         launcher=lambda wc: launcher(wc.dataset),
-        pretrained=lambda wc: shlex.quote(train_setting(wc.dataset, "pretrained")),
+        pretrained=pretrained_flag,
         init=init_flag,
         flow=flow_flag,
         code=code_digest("train"),
@@ -56,7 +56,7 @@ use rule train_motion as train_appearance with:
         settings=lambda wc: shaping(wc.dataset, "appearance"),
         speed=lambda wc: speed(wc.dataset, "appearance"),
         launcher=lambda wc: launcher(wc.dataset),
-        pretrained=lambda wc: shlex.quote(train_setting(wc.dataset, "pretrained")),
+        pretrained=pretrained_flag,
         init=init_flag,
         flow=flow_flag,
         code=code_digest("train"),
@@ -109,3 +109,18 @@ use rule train_motion as train_st_resnet_star with:
         paths.log("{dataset}", "split{split}/train_st_resnet_star"),
     benchmark:
         paths.benchmark("{dataset}", "split{split}/train_st_resnet_star")
+
+
+rule imagenet_weights:
+    # a local rule: it runs where Snakemake runs, so that compute nodes without internet only read
+    # the file (or `snakemake --cores 1 results/pretrained/<file>` on a login node, once)
+    output:
+        paths.imagenet_weights(),
+    params:
+        code=code_digest("weights"),
+    log:
+        f"{paths.BASE_RESULTS}/pretrained/imagenet_weights.log",
+    conda:
+        "../../envs/train.yaml"
+    shell:
+        "python -m stresnet weights --out {output} > {log} 2>&1"

@@ -10,6 +10,7 @@ from .errors import run_stage
 STAGES = {
     "demo": "generate the synthetic demo dataset",
     "fetch": "download and unpack an official dataset archive",
+    "weights": "fetch torchvision's ImageNet ResNet-50 weights once, for pretrained: imagenet",
     "index": "list videos and splits, assign shards; merge and check extraction reports",
     "summary": "what an index will make: videos, frame and flow jobs, estimated disk",
     "frames": "extract the JPEG frames of one shard into HDF5",

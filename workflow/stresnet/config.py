@@ -196,3 +196,61 @@ def external_score_errors(name: str, entry: dict[str, Any]) -> list[str]:
             problems.append(f"{key}.path: one file for splits {runs}; put {{split}} in the path "
                             f"(each split has its own test videos)")
     return problems
+
+
+# what a user may ask for under results/<dataset>/ (the rules' outputs), for the error of a target
+# naming a dataset the config does not declare
+TARGETS = ("metrics.json", "table3.html", "split<k>/metrics.json", "dataset_ready.json", "flow/<method>/manifest.json",
+           "verified.json", "index_summary.json")
+
+
+def datasets_in_use(config: dict[str, Any], argv: list[str], results: str) -> tuple[list[str], list[str]]:
+    """(the datasets a run builds, problems): those the command line's targets under `results`
+    name, else the config's `targets`, with the datasets their streams start from (init_from)."""
+    names, problems = [], []
+    for token in argv:
+        if not token.startswith(results + "/"):
+            continue
+        name = token[len(results) + 1:].split("/")[0]
+        if name in config["datasets"]:
+            names.append(name)
+        elif name == "smoke":
+            problems.append(f"target {token}: results/smoke/ is a smoke run's; add --config smoke=N (N steps per "
+                            f"phase) to make it")
+        else:
+            declared = ", ".join(config["datasets"])
+            problems.append(f"target {token}: {name!r} is not a dataset declared under datasets (declared: "
+                            f"{declared}); declare it in your config, or ask for results/<dataset>/ followed by "
+                            f"one of {', '.join(TARGETS)}")
+    todo, used = list(names or config["targets"]), []
+    while todo:
+        name = todo.pop()
+        if name in used or name not in config["datasets"]:
+            continue
+        used.append(name)
+        for phase in STREAM_PHASES:
+            source = config["datasets"][name].get("train", {}).get(phase, {}).get("init_from")
+            if isinstance(source, dict):
+                todo.append(source["dataset"])
+    return used, problems
+
+
+def location_errors(name: str, entry: dict[str, Any]) -> list[str]:
+    """A dataset's root and split folders that are not there (demo and downloaded datasets are
+    made by the workflow itself)."""
+    if entry["format"] == "demo" or entry.get("url"):
+        return []
+    problems = []
+    if not Path(entry["root"]).is_dir():
+        problems.append(f"config key datasets.{name}.root: {entry['root']} is not a folder; point it at the folder "
+                        "of the dataset's class sub-folders of videos, or give url: to download the dataset")
+    splits = entry.get("splits")
+    if splits and not Path(splits).is_dir():
+        problems.append(f"config key datasets.{name}.splits: {splits} is not a folder; point it at the folder of the "
+                        f"dataset's split files ({SPLIT_FILES[entry['format']]})")
+    return problems
+
+
+SPLIT_FILES = {"ucf101": "ucfTrainTestlist: classInd.txt, trainlist0k.txt, testlist0k.txt",
+               "hmdb51": "testTrainMulti_7030_splits: <class>_test_split<k>.txt",
+               "folder": "split<k>.csv files, or Kinetics' train.csv and validate.csv"}

@@ -8,6 +8,7 @@ the files of an earlier stage reads them from that stage's manifest.
 from __future__ import annotations
 
 RESULTS = "results"
+BASE_RESULTS = RESULTS  # what smoke runs share with real ones (the ImageNet weights)
 # smoke runs (config `smoke: N`) write here, never beside real results
 SMOKE_RESULTS = "results/smoke"
 
@@ -18,6 +19,12 @@ def use_smoke_results() -> None:
     RESULTS = SMOKE_RESULTS
 PHASES = ("motion", "appearance", "st_resnet", "st_resnet_star")
 EVALUATED = ("two_stream", "st_resnet", "st_resnet_star")
+
+
+def imagenet_weights() -> str:
+    """torchvision's ImageNet ResNet-50 weights (IMAGENET1K_V1, whose file name this is), fetched
+    once by a local rule for every dataset's `pretrained: imagenet`."""
+    return f"{BASE_RESULTS}/pretrained/resnet50-0676ba61.pth"
 
 
 def dataset_dir(ds: str) -> str:

@@ -35,15 +35,13 @@ def load_table(fmt: str, root: str | Path, splits: str | Path | None = None, **o
     return table
 
 
-def dataset_files(fmt: str, root: str | Path, splits: str | Path | None = None) -> tuple[list[str], list[str]]:
+def dataset_files(fmt: str, root: str | Path, splits: str | Path | None = None, allow_missing: bool = False
+                  ) -> tuple[list[str], list[str]]:
     """The video files and split files the index of a dataset reads, so that the workflow sees a
-    video or split file change, appear or go. Empty where the dataset cannot be read: the index
-    job then reports why."""
+    video or split file change, appear or go. A dataset that cannot be read as declared raises
+    its DatasetError: the workflow reports it while planning, before any job."""
     split_files = sorted(str(p) for p in Path(splits).iterdir() if p.is_file()) if splits and Path(splits).is_dir() else []
-    try:
-        table = load_table(fmt, root, splits, **({"allow_missing": True} if fmt == "folder" else {}))
-    except DatasetError:
-        return [], split_files
+    table = load_table(fmt, root, splits, **({"allow_missing": allow_missing} if fmt == "folder" else {}))
     return [str(Path(root) / p) for p in table["path"]], split_files
 
 
