@@ -12,10 +12,18 @@ import pandas as pd
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-# the package lives in workflow/; rules call its command-line entries with it on the path
-PACKAGE_DIR = Path(workflow.basedir) / "workflow"
-sys.path.insert(0, str(PACKAGE_DIR))
-import stresnet.config
+# the package lives beside this file (workflow/stresnet), found from this file rather than from the
+# main Snakefile, which is another workflow's when this one is used as a module; rules call its
+# command-line entries with it on the path. A module from a remote repository (github(...)) has
+# no local copy of the package: it must be installed (README, "Use as a module").
+PACKAGE_DIR = Path(workflow.source_path("../stresnet/__init__.py")).parent.parent
+if (PACKAGE_DIR / "stresnet" / "cli.py").is_file():
+    sys.path.insert(0, str(PACKAGE_DIR))
+try:
+    import stresnet.config
+except ImportError:
+    raise WorkflowError("the stresnet package is not importable: install it where Snakemake runs "
+                        "(pip install <a clone of this workflow>, or pip install git+<its repository>)") from None
 from stresnet import paths
 from stresnet.config import config_error, cross_field_errors, flow_method_settings, flow_shaping, split_speed
 from stresnet.datasets import DatasetError, dataset_files, files_fingerprint
@@ -23,7 +31,7 @@ from stresnet.devices import device_pool
 from stresnet.manifest import file_state, missing_stamp
 from stresnet.provenance import code_digest
 
-SCHEMA = PACKAGE_DIR / "schemas" / "config.schema.yaml"
+SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
 problem = config_error(config, SCHEMA)
 if problem:
     raise WorkflowError(problem)
@@ -43,7 +51,8 @@ if PLANNING:  # what the run needs is there, or one line why, before any job
     problems += [p for name in USED for p in stresnet.config.location_errors(name, DATASETS[name])]
     if problems:
         raise WorkflowError(problems[0])
-shell.prefix(f"set -euo pipefail; export PYTHONPATH={shlex.quote(str(PACKAGE_DIR))}:${{{{PYTHONPATH:-}}}}; ")  # formatted by Snakemake: braces doubled
+shell.prefix(f"set -euo pipefail; export PYTHONPATH={shlex.quote(str(PACKAGE_DIR))}:${{{{PYTHONPATH:-}}}}; "
+             if (PACKAGE_DIR / "stresnet" / "cli.py").is_file() else "set -euo pipefail; ")  # braces doubled: Snakemake formats it
 
 
 wildcard_constraints:
