@@ -136,7 +136,7 @@ def busy_share(solve: PairSolver, pairs: list[tuple[np.ndarray, np.ndarray]]) ->
     from torch.profiler import ProfilerActivity, profile
 
     torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as trace:
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as trace:
         began = time.perf_counter()
         solve(pairs)  # ends by fetching the flow: the device is done
         wall = time.perf_counter() - began
@@ -371,37 +371,59 @@ What differs from OpenCV, and why:
 
 def count_section(a: argparse.Namespace, square: list[tuple[np.ndarray, np.ndarray]],
                   load_before: tuple[float, ...]) -> str:
-    runs = [("this branch", launch_counts(square, a.count_batches, solver_module(None)))]
+    runs = {"this branch": launch_counts(square, a.count_batches, solver_module(None))}
     if a.count_before:
-        runs.insert(0, ("before", launch_counts(square, a.count_batches, solver_module(a.count_before))))
-    rows = []
-    for name, counts in runs:
+        runs = {"before": launch_counts(square, a.count_batches, solver_module(a.count_before)), **runs}
+    return count_report(runs, len(square), a.frames, load_before, os.getloadavg())
+
+
+def count_report(runs: dict[str, list[dict]], n_pairs: int, frames: int, load_before: tuple[float, ...],
+                 load_after: tuple[float, ...]) -> str:
+    """The section of launch_counts' figures (`runs`: solver name -> its counts)."""
+    rows, per_pair = [], {}
+    for name, counts in runs.items():
         for c in counts:
             label, b = (f"{name}, CPU schedule", 1) if c["batch"] == "cpu" else (name, c["batch"])
             launches = c["graph launches"] + c["compiled calls"] + c["eager ops"]
+            per_pair[label, b] = launches / b
             rows.append(f"| {label} | {b} | {c['graph launches'] / b:.1f} | {c['compiled calls'] / b:.1f} | "
                         f"{c['eager ops'] / b:.1f} | {launches / b:.1f} | {c['eager views'] / b:.1f} | "
                         f"{c['host syncs'] / b:.2f} | {c['host syncs']:,} | {c['iterations']:,} | "
                         f"{c['pixel-iterations needed'] / c['pixel-iterations computed']:.2f} |")
-    load_after = os.getloadavg()
+    largest = max(c["batch"] for c in runs["this branch"] if c["batch"] != "cpu")
+    ratio = (f" At batch {largest} a pair costs {per_pair['before', largest] / per_pair['this branch', largest]:.0f} "
+             "times fewer launches than before." if ("before", largest) in per_pair else "")
     return f"""What a batch of tvl1_torch asks of a GPU, counted on the CPU (benchmarks/tvl1_launches.py):
-the solver unfused on CUDA's schedule (the stopping test read every 10 iterations, batches
-padded to powers of two; this branch: blocks of 10 iterations through GraphedFunction's static
-buffers, without graphs), default parameters (5 levels x 5 warpings x 10 x 30 iterations), one
-batch of each size of the {len(square)} real 341x256 fixture pairs (frames 0 ... {a.frames - 1} of each
-clip, repeated to fill the batch); "before": the tvl1_torch.py given by --count-before (its
-own CUDA setting, `check_every` 10). "CPU schedule": the first pair alone as the stage runs it on
-the CPU (the stopping test read after every iteration, no padding, no graphs). Per pair: graph launches (a block of iterations: one CUDA
-graph), calls of compiled functions outside graphs, eager aten ops outside both (views apart:
-they launch no kernel), all launches (the sum), views, host synchronisations (reads of a value:
-item, bool, int; nonzero, masked_select, boolean-mask indexing); per batch: host
-synchronisations and iterations run (by its rows still iterating); and the share of the pixel-iterations computed that a pair needed (it had not
-stopped; the rest is masked or padding). torch {torch.__version__}; counts do not depend on
-the machine's load (1-minute load average {load_before[0]:.2f} before, {load_after[0]:.2f} after).
+the solver unfused on CUDA's schedule (the stopping test read every 10 iterations; this branch
+also pads batches to powers of two and runs each block of 10 iterations through
+GraphedFunction's static buffers, without graphs), default parameters (5 levels x 5 warpings x 10 x 30 iterations), one batch of
+each size of the {n_pairs} real 341x256 fixture pairs (frames 0 ... {frames - 1} of each clip, repeated to fill
+the batch). "before": the tvl1_torch.py given by --count-before (main's, with its own CUDA
+setting, `check_every` 10). "CPU schedule": the first pair alone, as the stage runs it on the CPU
+(the stopping test read after every iteration, no padding, no graphs; the median filter, which
+counts as a compiled call here, runs unfused on the CPU, before and after). Per pair: graph
+launches (a block of iterations: one CUDA graph), calls of compiled functions outside graphs,
+eager aten ops outside both (views apart: they launch no kernel), all launches (their sum),
+views, host synchronisations (reads of a value: item, bool, int; nonzero, masked_select,
+boolean-mask indexing); per batch: host synchronisations and iterations run (by the rows still
+iterating); and the share of the pixel-iterations computed that a pair needed (it had not
+stopped; the rest is masked or padding). torch {torch.__version__}; counts, not timings: the
+machine's load does not change them (1-minute load average {load_before[0]:.2f} before, {load_after[0]:.2f} after,
+other jobs running).
 
 | solver | batch | graph launches / pair | compiled calls / pair | eager ops / pair | launches / pair | views / pair | host syncs / pair | host syncs / batch | iterations / batch | needed / computed |
 | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
 {chr(10).join(rows)}
+
+Every batch here holds a pair that never passes the stopping test (it runs all 300 iterations of
+every warping), so every batch runs all 7,500 iterations: the host now reads the test once per
+block of 10, 750 reads per batch whatever its size, where before it read it as often and also
+indexed by boolean masks whenever pairs stopped, more often the more pairs.{ratio} The
+price of masking is compute: pairs that stopped stay in the rows iterated until at most half of
+them go on, and batches are padded to powers of two; the last column is the useful share of
+what a GPU computes (masking alone, without narrowing the rows, would compute every row of the
+batch for as long as its slowest pair iterates). On the CPU's own schedule the change removes
+eager ops (the stopping test is counted inside the compiled iteration) and adds none.
 """
 
 
