@@ -44,7 +44,7 @@ import cv2
 import numpy as np
 import torch
 
-from common import video_files, write_section
+from common import kernel_share, video_files, write_section
 from stresnet import tvl1_torch
 from stresnet.cuda_graphs import GraphedFunction
 from stresnet.flow import compute_shard
@@ -140,13 +140,7 @@ def busy_share(solve: PairSolver, pairs: list[tuple[np.ndarray, np.ndarray]]) ->
         began = time.perf_counter()
         solve(pairs)  # ends by fetching the flow: the device is done
         wall = time.perf_counter() - began
-    spans = sorted((e.time_range.start, e.time_range.end) for e in trace.events()
-                   if e.device_type == torch.autograd.DeviceType.CUDA)
-    busy, end = 0.0, float("-inf")
-    for start, stop in spans:
-        busy += max(0.0, stop - max(start, end))
-        end = max(end, stop)
-    return busy / 1e6 / wall if spans else None
+    return kernel_share(trace, wall)
 
 
 def cuda_figures(pairs: list[tuple[np.ndarray, np.ndarray]], batches: list[int] = (64, 256, 512),
