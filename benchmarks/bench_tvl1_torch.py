@@ -1,6 +1,8 @@
-"""TV-L1 in torch (flow method tvl1_torch) against OpenCV's DualTVL1: agreement and speed.
+"""TV-L1 in torch (flow method tvl1_torch) against OpenCV's DualTVL1: agreement, speed, and what
+it asks of a GPU.
 
     PYTHONPATH=workflow python benchmarks/bench_tvl1_torch.py                 # CPU, writes docs/benchmarks.md
+    PYTHONPATH=workflow python benchmarks/bench_tvl1_torch.py --count         # launches and waits, on the CPU
     PYTHONPATH=workflow python benchmarks/bench_tvl1_torch.py --device cuda   # on a GPU, one command
 
 1. Agreement on the real clips of tests/fixtures/videos at short side 256: the first --frames
@@ -13,33 +15,44 @@
    field 16 px from the borders, torch and OpenCV.
 3. Speed per core: --speed-pairs of the 341x256 pairs of part 1, one thread each, OpenCV, torch
    unfused, torch fused with torch.compile (by batch size), with the default and the fixed
-   iteration count, in the same run; on CUDA, pairs/s by batch size and the GPU's busy share
-   (CUDA events: time from the first to the last kernel of each batch, over the wall time).
+   iteration count, in the same run.
 4. End to end (`stresnet flow`'s compute_shard): frames read from a shard, flow computed,
    quantised, JPEG encoded, shard written, for the 341x256 clips' first --e2e-frames frames
    (--e2e-repeat copies of each, for a run long enough on a GPU);
    tvl1_torch on --device beside OpenCV's tvl1 (CPU only), both with --threads.
+--count: for batches (--count-batches) of the 341x256 pairs, what CUDA's schedule launches and
+   how often the host waits (benchmarks/tvl1_launches.py), counted on the CPU; with
+   --count-before FILE, also for an older tvl1_torch.py (e.g. `git show
+   main:workflow/stresnet/tvl1_torch.py > before.py`).
+--device cuda: cuda_figures (pairs/s by batch, compile and capture time, memory per pair, the
+   device's busy share, the flow against the CPU solver's) and the end-to-end run on the GPU.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
+import importlib.util
 import itertools
 import os
 import tempfile
 import time
 from pathlib import Path
+from types import ModuleType
 
 import cv2
 import numpy as np
 import torch
 
-from common import video_files, write_section
+from common import kernel_share, video_files, write_section
+from stresnet import tvl1_torch
+from stresnet.cuda_graphs import GraphedFunction
 from stresnet.flow import compute_shard
 from stresnet.flow_torch import PairSolver, resolve_batch
 from stresnet.frames import frames_attrs
 from stresnet.store import ShardWriter, encode_jpeg
 from stresnet.video import VideoReader
+from tvl1_launches import count_solve
 
 SIDE, BOUND = 256, 20.0
 PERCENTILES = (50, 90, 99, 99.9)
@@ -64,16 +77,111 @@ def opencv_flows(pairs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[list[np.nd
 
 
 def torch_flows(pairs: list[tuple[np.ndarray, np.ndarray]], device: torch.device, compile: bool, batch: int,
-                params: dict | None = None) -> tuple[list[np.ndarray], float, float]:
+                params: dict | None = None) -> tuple[list[np.ndarray], float]:
     """tvl1_torch's flows in batches of `batch` pairs, after a warm-up (compilation) on the first
-    batch: the flows, seconds per pair, and the device's busy share of that time."""
+    batch: the flows and seconds per pair."""
     solve = PairSolver(params or {}, device, compile)
     solve(pairs[:batch])
-    solve.busy_s = 0.0
     began = time.perf_counter()
     flows = [f for k in range(0, len(pairs), batch) for f in solve(pairs[k:k + batch])]
-    seconds = time.perf_counter() - began
-    return flows, seconds / len(pairs), solve.busy_s / seconds
+    return flows, (time.perf_counter() - began) / len(pairs)
+
+
+def repeated(pairs: list, n: int) -> list:
+    return (pairs * -(-n // len(pairs)))[:n]
+
+
+def stacked(pairs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[torch.Tensor, torch.Tensor]:
+    return tuple(torch.from_numpy(np.stack(side)) for side in zip(*pairs))  # type: ignore[return-value]
+
+
+def with_cuda_schedule(solver: object) -> object:
+    """A CPU solver that iterates as on CUDA: this branch's Schedule and the graphs' static
+    buffers (GraphedFunction, without graphs), or an older solver's `check_every` of 10."""
+    if hasattr(solver, "schedule"):
+        solver.schedule = tvl1_torch.Schedule.for_device(torch.device("cuda"))
+        solver.block = GraphedFunction(solver._block, torch.device("cpu"))
+    else:
+        solver.check_every = 10
+    return solver
+
+
+def solver_module(path: str | None) -> ModuleType:
+    """This branch's tvl1_torch, or the tvl1_torch.py at `path` (an older version)."""
+    if path is None:
+        return tvl1_torch
+    spec = importlib.util.spec_from_file_location("tvl1_torch_at_" + Path(path).stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def launch_counts(pairs: list[tuple[np.ndarray, np.ndarray]], batches: list[int],
+                  module: ModuleType) -> list[dict[str, float]]:
+    """count_solve of one batch of each size (pairs repeated to fill it) on CUDA's schedule, and
+    of the first pair alone on the CPU's own (the stage's default there), on the CPU."""
+    rows = []
+    for b in [*batches, "cpu"]:
+        solver = module.Solver({}, "cpu", False)
+        batch = pairs[:1] if b == "cpu" else repeated(pairs, b)
+        counts = count_solve(solver if b == "cpu" else with_cuda_schedule(solver), *stacked(batch))
+        rows.append({"batch": b, **counts})
+        print(rows[-1], flush=True)
+    return rows
+
+
+def busy_share(solve: PairSolver, pairs: list[tuple[np.ndarray, np.ndarray]]) -> float | None:
+    """The share of a batch's wall time in which the GPU ran kernels or copies (the union of
+    their intervals in torch.profiler's trace), or None where the trace holds none."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as trace:
+        began = time.perf_counter()
+        solve(pairs)  # ends by fetching the flow: the device is done
+        wall = time.perf_counter() - began
+    return kernel_share(trace, wall)
+
+
+def cuda_figures(pairs: list[tuple[np.ndarray, np.ndarray]], batches: list[int] = (64, 256, 512),
+                 repeats: int = 3) -> dict:
+    """tvl1_torch on the GPU, default parameters, for each batch size: pairs/s over `repeats`
+    batches after a first one (its seconds: compilation where the compile cache is cold, graph
+    captures), graphs captured, peak memory per pair (torch.cuda.max_memory_allocated in the
+    timed batches over the batch), the share of wall time the solver thread waited for the
+    GPU (a lower bound on its busy share) and the GPU's busy share on one more batch from
+    torch.profiler; and the end-point difference of the first 2 pairs' flows against the CPU
+    solver's (unfused)."""
+    device = torch.device("cuda")
+    figures: dict = {"device": torch.cuda.get_device_name(device), "torch": torch.__version__,
+                     "compile cache": tvl1_torch.compile_cache(), "batches": {}}
+    first_flows = None
+    for b in batches:
+        work = repeated(pairs, b * repeats)
+        solve = PairSolver({}, device, True)
+        began = time.perf_counter()
+        flows = solve(work[:b])
+        first_s = time.perf_counter() - began
+        first_flows = first_flows or flows[:2]
+        torch.cuda.reset_peak_memory_stats(device)
+        solve.solve_s = solve.fetch_wait_s = solve.solver.waited_s = 0.0
+        began = time.perf_counter()
+        for k in range(0, len(work), b):
+            solve(work[k:k + b])
+        seconds = time.perf_counter() - began
+        figures["batches"][b] = {
+            "pairs/s": len(work) / seconds, "first batch s": first_s, "steady batch s": seconds / repeats,
+            "graphs captured": solve.solver.block.captures,
+            "memory per pair MiB": torch.cuda.max_memory_allocated(device) / b / 2 ** 20,
+            "host wait share": solve.wait_s / seconds, "busy share (profiler)": busy_share(solve, work[:b])}
+        print(b, figures["batches"][b], flush=True)
+        del solve, flows
+        gc.collect()
+        torch.cuda.empty_cache()
+    cpu = PairSolver({}, torch.device("cpu"), False)(pairs[:2])
+    d = differences(first_flows, cpu)
+    figures["epe vs cpu (2 pairs)"] = {"mean": float(d.mean()), "p99": float(np.percentile(d, 99)), "max": float(d.max())}
+    return figures
 
 
 def differences(ours: list[np.ndarray], theirs: list[np.ndarray]) -> np.ndarray:
@@ -131,36 +239,37 @@ def end_to_end(frames: Path, method: str, threads: int, speed: dict | None = Non
     return time.perf_counter() - began, counts
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--videos", default=str(Path(__file__).resolve().parents[1] / "tests/fixtures/videos"))
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--frames", type=int, default=3, help="frames per clip for the agreement (pairs = frames - 1)")
-    p.add_argument("--fixed-pairs", type=int, default=4, help="pairs run with a fixed iteration count")
-    p.add_argument("--speed-pairs", type=int, default=12, help="341x256 pairs of the solver speed runs")
-    p.add_argument("--batch", nargs="+", default=["auto"], help="batch sizes of the speed runs (auto: the stage's)")
-    p.add_argument("--e2e-frames", type=int, default=9, help="frames per 341x256 clip in the end-to-end run")
-    p.add_argument("--e2e-repeat", type=int, default=1, help="copies of each clip in the end-to-end shard")
-    p.add_argument("--threads", type=int, default=2, help="threads of the end-to-end runs")
-    p.add_argument("--no-write", action="store_true", help="print only, leave docs/benchmarks.md")
-    a = p.parse_args()
-    device = torch.device(a.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        p.error("--device cuda: torch sees no CUDA device")
-    torch.set_num_threads(1)
-    load_before = os.getloadavg()
-    root = Path(a.videos)
-    clips = clip_frames(root, max(a.frames, a.e2e_frames))
-    pairs_by_clip = {q: list(zip(g, g[1:])) for q, f in clips.items() for g in [grey(f[:a.frames])]}
+def end_to_end_rows(a: argparse.Namespace, clips: dict[str, list[np.ndarray]]) -> tuple[int, list[str]]:
+    """compute_shard on a shard of the 341x256 clips' first --e2e-frames frames: tvl1_torch on
+    --device (after a warm-up run), and on the CPU OpenCV's tvl1 beside it; the table's rows."""
+    work = Path(tempfile.mkdtemp(prefix="bench_tvl1_torch_"))
+    e2e_clips = {f"{q}#{r}": f[:a.e2e_frames] for q, f in clips.items() if f[0].shape[:2] == (SIDE, 341)
+                 for r in range(a.e2e_repeat)}
+    n_pairs = write_shard(e2e_clips, work / "frames.h5")
+    speed = {"device": a.device, "batch": "auto", "compile": True}
+    write_shard({q: f[:3] for q, f in list(e2e_clips.items())[:1]}, work / "warm.h5")
+    compute_shard(work / "warm.h5", work / "warm_flow.h5", "tvl1_torch", threads=a.threads, speed=speed)  # compile
+    rows = []
+    for method, s in [("tvl1_torch", speed)] + ([("tvl1", None)] if a.device == "cpu" else []):
+        seconds, counts = end_to_end(work / "frames.h5", method, a.threads, s)
+        share = "-" if "solve_s" not in counts else f"{(counts['wait_s'] if a.device == 'cuda' else counts['solve_s']) / seconds:.2f}"
+        rows.append(f"| {method} | {a.device if method == 'tvl1_torch' else 'cpu'} | {a.threads} | "
+                    f"{counts['fields']} | {seconds:.1f} | {counts['fields'] / seconds:.2f} | {share} |")
+        print(rows[-1], flush=True)
+    return n_pairs, rows
+
+
+def cpu_section(a: argparse.Namespace, clips: dict[str, list[np.ndarray]], pairs_by_clip: dict[str, list],
+                square: list[tuple[np.ndarray, np.ndarray]], load_before: tuple[float, ...]) -> str:
+    device = torch.device("cpu")
     pairs = [pair for ps in pairs_by_clip.values() for pair in ps]
     sizes = sorted({f"{g[0].shape[1]}x{g[0].shape[0]}" for g in pairs})
 
     # 1. agreement
     reference, _ = opencv_flows(pairs)
-    batch_all = 1 if device.type == "cpu" else len(pairs)
-    fused, _, _ = torch_flows(pairs, device, True, batch_all)
-    unfused, _, _ = torch_flows(pairs[:a.fixed_pairs], device, False, 1)
-    fixed, _, _ = torch_flows(pairs[:a.fixed_pairs], device, True, batch_all, {"stopping": "fixed"})
+    fused, _ = torch_flows(pairs, device, True, 1)
+    unfused, _ = torch_flows(pairs[:a.fixed_pairs], device, False, 1)
+    fixed, _ = torch_flows(pairs[:a.fixed_pairs], device, True, 1, {"stopping": "fixed"})
     d_default, d_fixed = differences(fused, reference), differences(fixed, reference[:a.fixed_pairs])
     d_unfused = differences(unfused, fused[:a.fixed_pairs])
     starts = itertools.accumulate([0] + [len(v) for v in pairs_by_clip.values()])
@@ -173,44 +282,26 @@ def main() -> None:
     print("\n".join(motion_rows), flush=True)
 
     # 3. speed of the solver alone at 341x256, the same pairs for every solver
-    square = [pair for pair in pairs if pair[0].shape == (SIDE, 341)][:a.speed_pairs]
+    square = square[:a.speed_pairs]
     cv_s = opencv_flows(square)[1]
-    one = "one thread" if device.type == "cpu" else "one GPU"
     unfused_rate = 1 / torch_flows(square, device, False, 1)[1]
-    speed_rows = [f"| OpenCV DualTVL1 (one thread) | 1 | {1 / cv_s:.3f} | - |",
-                  f"| tvl1_torch unfused ({one}) | 1 | {unfused_rate:.3f} | - |"]
+    speed_rows = [f"| OpenCV DualTVL1 | 1 | {1 / cv_s:.3f} |", f"| tvl1_torch unfused | 1 | {unfused_rate:.3f} |"]
     fused_rates = []
     for batch in a.batch:
         b = resolve_batch(batch if batch == "auto" else int(batch), device)
-        _, seconds, busy = torch_flows(square * max(1, -(-2 * b // len(square))), device, True, b)
+        seconds = torch_flows(repeated(square, 2 * b), device, True, b)[1]
         fused_rates.append(1 / seconds)
-        speed_rows.append(f"| tvl1_torch fused ({one}) | {b} | {1 / seconds:.3f} | {busy:.2f} |")
+        speed_rows.append(f"| tvl1_torch fused | {b} | {1 / seconds:.3f} |")
         print(speed_rows[-1], flush=True)
-    b = resolve_batch("auto", device)
-    _, seconds, busy = torch_flows(square * max(1, -(-2 * b // len(square))), device, True, b, {"stopping": "fixed"})
-    speed_rows.append(f"| tvl1_torch fused, `stopping: fixed` ({one}) | {b} | {1 / seconds:.3f} | {busy:.2f} |")
+    seconds = torch_flows(repeated(square, 2), device, True, 1, {"stopping": "fixed"})[1]
+    speed_rows.append(f"| tvl1_torch fused, `stopping: fixed` | 1 | {1 / seconds:.3f} |")
 
     # 4. end to end on a shard of the 341x256 clips
-    work = Path(tempfile.mkdtemp(prefix="bench_tvl1_torch_"))
-    e2e_clips = {f"{q}#{r}": f[:a.e2e_frames] for q, f in clips.items() if f[0].shape[:2] == (SIDE, 341)
-                 for r in range(a.e2e_repeat)}
-    n_pairs = write_shard(e2e_clips, work / "frames.h5")
-    speed = {"device": a.device, "batch": "auto", "compile": True}
-    write_shard({q: f[:3] for q, f in list(e2e_clips.items())[:1]}, work / "warm.h5")
-    compute_shard(work / "warm.h5", work / "warm_flow.h5", "tvl1_torch", threads=a.threads, speed=speed)  # compile
-    e2e_rows = []
-    runs = [("tvl1_torch", speed)] + ([("tvl1", None)] if device.type == "cpu" else [])
-    for method, s in runs:
-        seconds, counts = end_to_end(work / "frames.h5", method, a.threads, s)
-        busy = f"{counts['busy_s'] / seconds:.2f}" if "busy_s" in counts else "-"
-        e2e_rows.append(f"| {method} | {a.device if method == 'tvl1_torch' else 'cpu'} | {a.threads} | "
-                        f"{counts['fields']} | {seconds:.1f} | {counts['fields'] / seconds:.2f} | {busy} |")
-        print(e2e_rows[-1], flush=True)
+    n_pairs, e2e_rows = end_to_end_rows(a, clips)
     load_after = os.getloadavg()
 
-    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
     body = f"""TV-L1 in torch (`tvl1_torch`, stresnet/tvl1_torch.py) against OpenCV {cv2.__version__}'s
-DualTVL1 with the same (default) parameters; torch {torch.__version__}, device {gpu or 'cpu'}.
+DualTVL1 with the same (default) parameters; torch {torch.__version__}, device cpu.
 1-minute load average {load_before[0]:.2f} before, {load_after[0]:.2f} after (the benchmark alone
 adds about 1-2; it ran holding the machine's lock for heavy work, no other benchmark beside it).
 
@@ -233,20 +324,20 @@ Mean per clip ({', '.join(Path(q).parent.name for q in pairs_by_clip)}): {', '.j
 {chr(10).join(motion_rows)}
 
 **Speed of the solver** on {len(square)} of the 341x256 pairs (repeated to fill a batch twice),
-frames in memory, after a warm-up (torch.compile compiles on the first call); OpenCV on one
-thread, torch on one thread (on CUDA: one GPU). Busy share: the device's compute time over the
-wall time (CUDA events on a GPU).
+frames in memory, after a warm-up (torch.compile compiles on the first call); OpenCV and torch
+on one thread each:
 
-| solver | batch | pairs/s | busy share |
-| --- | ---: | ---: | ---: |
+| solver | batch | pairs/s |
+| --- | ---: | ---: |
 {chr(10).join(speed_rows)}
 
 **End to end** (`compute_shard`: frames read from a shard, flow computed, quantised, JPEG encoded,
 shard written), the first {a.e2e_frames} frames of the 341x256 clips, {a.e2e_repeat} cop{"y" if a.e2e_repeat == 1 else "ies"} of each ({n_pairs} pairs),
-after a warm-up run in the same process; busy share: the solver's time (on CUDA the device's)
-over the wall time. On the CPU the solver's operations use the job's threads:
+after a warm-up run in the same process; solver share: the solver's time over the wall time (the
+rest: reading, decoding, encoding and writing that the solver did not overlap). On the CPU the
+solver's operations use the job's threads:
 
-| method | device | threads | pairs | seconds | pairs/s | busy share |
+| method | device | threads | pairs | seconds | pairs/s | solver share |
 | --- | --- | ---: | ---: | ---: | ---: | ---: |
 {chr(10).join(e2e_rows)}
 
@@ -259,18 +350,146 @@ What differs from OpenCV, and why:
   85x64 (tests/test_tvl1_torch.py).
 - `stopping: fixed` (every inner and outer iteration, no test, as a GPU version without
   per-pair stopping would run) is further from OpenCV (the table's second row) and far slower:
-  OpenCV's test ends most warpings after a few dozen of their up to 300 iterations, and a pair
-  that stopped leaves the batch. The default is therefore OpenCV's test, per pair.
+  OpenCV's test ends most warpings after a few dozen of their up to 300 iterations. The
+  default is therefore OpenCV's test, per pair.
 - torch.compile fuses the inner iteration and the linearisation: the same flow on
-  the CPU (third row), {fused_rates[0]:.2f} against {unfused_rate:.2f} pairs/s unfused on {one}; the first
+  the CPU (third row), {fused_rates[0]:.2f} against {unfused_rate:.2f} pairs/s unfused on one thread; the first
   call compiles for about a minute on 2 cores. Its CPU kernels hold the GIL, so the stage runs one
   solver thread whose operations use the job's threads. The median filter stays unfused on the
   CPU (its compiled form measured slower); on CUDA it is compiled too.
-- {"On CUDA: the figures above are this device's." if gpu else "No GPU was available to this session: the CUDA path (batches of 64 by default, the stopping test read every 10 iterations with stopped pairs masked in between, fused median) was not run; on a GPU, `PYTHONPATH=workflow python benchmarks/bench_tvl1_torch.py --device cuda --batch 32 64 128 --e2e-frames 400 --e2e-repeat 5 --threads 4` measures it and writes its own section."}
+- What the CUDA path launches and how often it waits is counted on the CPU in "TV-L1 in torch:
+  launches and waits"; `--device cuda` measures it on a GPU (section "TV-L1 in torch (cuda)").
 """
+    return body
+
+
+def count_section(a: argparse.Namespace, square: list[tuple[np.ndarray, np.ndarray]],
+                  load_before: tuple[float, ...]) -> str:
+    runs = {"this branch": launch_counts(square, a.count_batches, solver_module(None))}
+    if a.count_before:
+        runs = {"before": launch_counts(square, a.count_batches, solver_module(a.count_before)), **runs}
+    return count_report(runs, len(square), a.frames, load_before, os.getloadavg())
+
+
+def count_report(runs: dict[str, list[dict]], n_pairs: int, frames: int, load_before: tuple[float, ...],
+                 load_after: tuple[float, ...]) -> str:
+    """The section of launch_counts' figures (`runs`: solver name -> its counts)."""
+    rows, per_pair = [], {}
+    for name, counts in runs.items():
+        for c in counts:
+            label, b = (f"{name}, CPU schedule", 1) if c["batch"] == "cpu" else (name, c["batch"])
+            launches = c["graph launches"] + c["compiled calls"] + c["eager ops"]
+            per_pair[label, b] = launches / b
+            rows.append(f"| {label} | {b} | {c['graph launches'] / b:.1f} | {c['compiled calls'] / b:.1f} | "
+                        f"{c['eager ops'] / b:.1f} | {launches / b:.1f} | {c['eager views'] / b:.1f} | "
+                        f"{c['host syncs'] / b:.2f} | {c['host syncs']:,} | {c['iterations']:,} | "
+                        f"{c['pixel-iterations needed'] / c['pixel-iterations computed']:.2f} |")
+    largest = max(c["batch"] for c in runs["this branch"] if c["batch"] != "cpu")
+    ratio = (f" At batch {largest} a pair costs {per_pair['before', largest] / per_pair['this branch', largest]:.0f} "
+             "times fewer launches than before." if ("before", largest) in per_pair else "")
+    return f"""What a batch of tvl1_torch asks of a GPU, counted on the CPU (benchmarks/tvl1_launches.py):
+the solver unfused on CUDA's schedule (the stopping test read every 10 iterations; this branch
+also pads batches to powers of two and runs each block of 10 iterations through
+GraphedFunction's static buffers, without graphs), default parameters (5 levels x 5 warpings x 10 x 30 iterations), one batch of
+each size of the {n_pairs} real 341x256 fixture pairs (frames 0 ... {frames - 1} of each clip, repeated to fill
+the batch). "before": the tvl1_torch.py given by --count-before (main's, with its own CUDA
+setting, `check_every` 10). "CPU schedule": the first pair alone, as the stage runs it on the CPU
+(the stopping test read after every iteration, no padding, no graphs; the median filter, which
+counts as a compiled call here, runs unfused on the CPU, before and after). Per pair: graph
+launches (a block of iterations: one CUDA graph), calls of compiled functions outside graphs,
+eager aten ops outside both (views apart: they launch no kernel), all launches (their sum),
+views, host synchronisations (reads of a value: item, bool, int; nonzero, masked_select,
+boolean-mask indexing); per batch: host synchronisations and iterations run (by the rows still
+iterating); and the share of the pixel-iterations computed that a pair needed (it had not
+stopped; the rest is masked or padding). torch {torch.__version__}; counts, not timings: the
+machine's load does not change them (1-minute load average {load_before[0]:.2f} before, {load_after[0]:.2f} after,
+other jobs running).
+
+| solver | batch | graph launches / pair | compiled calls / pair | eager ops / pair | launches / pair | views / pair | host syncs / pair | host syncs / batch | iterations / batch | needed / computed |
+| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
+{chr(10).join(rows)}
+
+Every batch here holds a pair that never passes the stopping test (it runs all 300 iterations of
+every warping), so every batch runs all 7,500 iterations: the host now reads the test once per
+block of 10, 750 reads per batch whatever its size, where before it read it as often and also
+indexed by boolean masks whenever pairs stopped, more often the more pairs.{ratio} The
+price of masking is compute: pairs that stopped stay in the rows iterated until at most half of
+them go on, and batches are padded to powers of two; the last column is the useful share of
+what a GPU computes (masking alone, without narrowing the rows, would compute every row of the
+batch for as long as its slowest pair iterates). On the CPU's own schedule the change removes
+eager ops (the stopping test is counted inside the compiled iteration) and adds none.
+"""
+
+
+def cuda_section(a: argparse.Namespace, clips: dict[str, list[np.ndarray]],
+                 square: list[tuple[np.ndarray, np.ndarray]], load_before: tuple[float, ...]) -> str:
+    figures = cuda_figures(square, a.cuda_batches)
+    n_pairs, e2e_rows = end_to_end_rows(a, clips)
+    load_after = os.getloadavg()
+    rows = [f"| {b} | {f['pairs/s']:.1f} | {f['first batch s']:.1f} | {f['steady batch s']:.2f} | {f['graphs captured']} | "
+            f"{f['memory per pair MiB']:.1f} | {f['host wait share']:.2f} | "
+            f"{'-' if f['busy share (profiler)'] is None else format(f['busy share (profiler)'], '.2f')} |"
+            for b, f in figures["batches"].items()]
+    epe = figures["epe vs cpu (2 pairs)"]
+    return f"""tvl1_torch on {figures['device']}, torch {torch.__version__}, default parameters, on the
+{len(square)} real 341x256 fixture pairs repeated (frames in memory); compile cache
+`{figures['compile cache']}`. 1-minute load average {load_before[0]:.2f} before, {load_after[0]:.2f} after.
+First batch: compilation (where the cache is cold; only for the first batch size) and graph
+captures; then 3 batches timed. Memory: torch.cuda.max_memory_allocated over the timed batches,
+per pair. Host wait share: the seconds the solver thread waited for the GPU over the wall time, a
+lower bound on the GPU's busy share; busy share: the union of the kernels' and copies' intervals
+in torch.profiler's trace of one more batch over its wall time.
+
+| batch | pairs/s | first batch s | batch s | graphs captured | MiB / pair | host wait share | busy share |
+| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
+{chr(10).join(rows)}
+
+Flow of the first 2 pairs against the CPU solver's (unfused): end-point difference mean
+{epe['mean']:.5f} px, p99 {epe['p99']:.4f}, max {epe['max']:.3f}.
+
+**End to end** (`compute_shard` on the GPU), the first {a.e2e_frames} frames of the 341x256 clips,
+{a.e2e_repeat} copies of each ({n_pairs} pairs), after a warm-up run; wait share as above, of the
+whole run:
+
+| method | device | threads | pairs | seconds | pairs/s | host wait share |
+| --- | --- | ---: | ---: | ---: | ---: | ---: |
+{chr(10).join(e2e_rows)}
+"""
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--videos", default=str(Path(__file__).resolve().parents[1] / "tests/fixtures/videos"))
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--frames", type=int, default=3, help="frames per clip for the agreement (pairs = frames - 1)")
+    p.add_argument("--fixed-pairs", type=int, default=4, help="pairs run with a fixed iteration count")
+    p.add_argument("--speed-pairs", type=int, default=12, help="341x256 pairs of the solver speed runs")
+    p.add_argument("--batch", nargs="+", default=["auto"], help="batch sizes of the speed runs (auto: the stage's)")
+    p.add_argument("--e2e-frames", type=int, default=9, help="frames per 341x256 clip in the end-to-end run")
+    p.add_argument("--e2e-repeat", type=int, default=1, help="copies of each clip in the end-to-end shard")
+    p.add_argument("--threads", type=int, default=2, help="threads of the end-to-end runs")
+    p.add_argument("--count", action="store_true", help="count launches and host synchronisations (CPU)")
+    p.add_argument("--count-batches", type=int, nargs="+", default=[4, 16, 64], help="batch sizes of --count")
+    p.add_argument("--count-before", help="an older tvl1_torch.py to count beside this branch's")
+    p.add_argument("--cuda-batches", type=int, nargs="+", default=[64, 256, 512], help="batch sizes on CUDA")
+    p.add_argument("--no-write", action="store_true", help="print only, leave docs/benchmarks.md")
+    a = p.parse_args()
+    if a.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: torch sees no CUDA device")
+    torch.set_num_threads(1)
+    load_before = os.getloadavg()
+    clips = clip_frames(Path(a.videos), max(a.frames, a.e2e_frames))
+    pairs_by_clip = {q: list(zip(g, g[1:])) for q, f in clips.items() for g in [grey(f[:a.frames])]}
+    square = [pair for ps in pairs_by_clip.values() for pair in ps if pair[0].shape == (SIDE, 341)]
+    if a.count:
+        title, body = "TV-L1 in torch: launches and waits", count_section(a, square, load_before)
+    elif a.device == "cuda":
+        title, body = "TV-L1 in torch (cuda)", cuda_section(a, clips, square, load_before)
+    else:
+        title, body = "TV-L1 in torch (cpu)", cpu_section(a, clips, pairs_by_clip, square, load_before)
     print(body)
     if not a.no_write:
-        write_section(f"TV-L1 in torch ({a.device})", body)
+        write_section(title, body)
 
 
 if __name__ == "__main__":

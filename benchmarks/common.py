@@ -54,6 +54,19 @@ def ucf101_layout(root: Path, n_videos: int = 13320) -> list[Path]:
     return sorted((videos / p for p, _, _ in rows), key=lambda p: (not p.stem.endswith("_c01"), p))
 
 
+def kernel_share(trace, wall: float) -> float | None:
+    """The union of the GPU's kernel and copy intervals in a torch.profiler trace over `wall` s."""
+    import torch
+
+    spans = sorted((e.time_range.start, e.time_range.end) for e in trace.events()
+                   if e.device_type == torch.autograd.DeviceType.CUDA)
+    busy, end = 0.0, float("-inf")
+    for start, stop in spans:
+        busy += max(0.0, stop - max(start, end))
+        end = max(end, stop)
+    return busy / 1e6 / wall if spans else None
+
+
 def write_section(title: str, body: str) -> None:
     """Replace (or append) the `## title` section of docs/benchmarks.md."""
     script = Path(sys.argv[0]).resolve()

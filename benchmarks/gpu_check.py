@@ -44,6 +44,7 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "workflow"))
 
+from common import kernel_share  # noqa: E402
 from stresnet.batching import cuda_fits, probe_batch, resolve_micro_batch  # noqa: E402
 from stresnet.config import phase_settings  # noqa: E402
 from stresnet.evaluate import inference_model, video_scores  # noqa: E402
@@ -177,17 +178,6 @@ def probe(device: torch.device, phases: dict[str, dict], classes: int) -> dict:
         if device.type == "cuda":
             torch.cuda.empty_cache()
     return out
-
-
-def kernel_share(trace, wall: float) -> float | None:
-    """The union of the GPU's kernel and copy intervals in a torch.profiler trace over `wall` s."""
-    spans = sorted((e.time_range.start, e.time_range.end) for e in trace.events()
-                   if e.device_type == torch.autograd.DeviceType.CUDA)
-    busy, end = 0.0, float("-inf")
-    for start, stop in spans:
-        busy += max(0.0, stop - max(start, end))
-        end = max(end, stop)
-    return busy / 1e6 / wall if spans else None
 
 
 def model_steps(device: torch.device, phases: dict[str, dict], micro: dict, classes: int, steps: int = 3) -> dict:

@@ -1,7 +1,9 @@
 """TV-L1 in torch (method tvl1_torch) on the CPU, on small images: OpenCV's operations one by one,
-known motion, agreement with OpenCV's TV-L1, batches of mixed sizes, and the flow stage."""
+known motion, agreement with OpenCV's TV-L1, batches of mixed sizes, CUDA's schedule (its host
+synchronisations counted, its graphs' static buffers), and the flow stage."""
 
 import itertools
+import os
 import subprocess
 import sys
 
@@ -9,15 +11,17 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from conftest import VIDEOS
 from test_flow import ARCHERY, STEP, real_frames, texture, write_frames
+from stresnet.cuda_graphs import GraphedFunction
 from stresnet.errors import SettingError
 from stresnet.flow import compute_shard
 from stresnet.flow_reader import FlowReader
 from stresnet.flow_torch import PairSolver
-from stresnet.tvl1_torch import (Solver, centered_gradient, median_blur, median_network, pyramid_sizes,
-                                 remap_cubic, resize_linear)
+from stresnet.tvl1_torch import (Schedule, Solver, centered_gradient, compile_cache, median_blur, median_network,
+                                 pyramid_sizes, remap_cubic, resize_linear)
 
 CPU = torch.device("cpu")
 
@@ -131,8 +135,9 @@ def test_agrees_with_opencv_on_real_frames():
 
 def test_a_batch_of_mixed_sizes_gives_each_pair_its_own_flow():
     """Two videos of different sizes, pairs interleaved in one batch: the same flow, bit for bit,
-    as each pair solved alone; and pairs that stop early (their stopping test is read every
-    10 iterations and masked in between, as on a GPU) change nothing either."""
+    as each pair solved alone; and with CUDA's schedule (the stopping test read every 10
+    iterations, pairs that stopped masked, the batch padded to a power of two and narrowed to
+    the pairs going on) too, through the static buffers of CUDA graphs, batch after batch."""
     a, b = grey(ARCHERY, 48, 3), grey("mmaction2/part_0.mp4", 40, 2)
     assert a[0].shape != b[0].shape
     pairs = [(a[0], a[1]), (b[0], b[1]), (a[1], a[2])]
@@ -140,9 +145,43 @@ def test_a_batch_of_mixed_sizes_gives_each_pair_its_own_flow():
     together = solve(pairs)
     for pair, flow in zip(pairs, together):
         np.testing.assert_array_equal(flow, solve([pair])[0])
-    solve.solver.check_every = 10
+    solve.solver.schedule = Schedule(10, True)
     for flow, expected in zip(solve(pairs), together):
         np.testing.assert_array_equal(flow, expected)
+    solve.solver.block = GraphedFunction(solve.solver._block, CPU)  # CUDA's static buffers, without graphs
+    for flow, expected in zip(solve(pairs) + solve(pairs[::-1]), together + together[::-1]):
+        np.testing.assert_array_equal(flow, expected)
+
+
+def test_a_pair_that_stopped_is_left_as_it_is_while_the_others_go_on():
+    """Textured 48x40 frames shifted by (3, -4) px (twice), by (1, 2) px, and with a 6x4 patch
+    inverted; epsilon 0.05, 2 levels x 2 warpings x 3 outer x 12 inner iterations. Alone, in its
+    first warping the shifted-by-(3, -4) pair runs every iteration (36), the (1, 2) one stops in
+    its second outer iteration, the patched one in its first. Together on CUDA's schedule (3 of
+    4 rows still going: none left out), each gets the flow it has alone, bit for bit: once a
+    pair stops, its u, p and median filter stay as they are through the others' outer
+    iterations."""
+    still = cv2.cvtColor(texture(40, 48, seed=3), cv2.COLOR_RGB2GRAY)
+    patched = still.copy()
+    patched[18:22, 20:26] = 255 - patched[18:22, 20:26]
+    far = np.roll(still, (3, -4), axis=(0, 1))
+    nexts = [far, far, np.roll(still, (1, 2), axis=(0, 1)), patched]
+    params = {"scales_number": 2, "warpings_number": 2, "outer_iterations": 3, "inner_iterations": 12,
+              "epsilon": 0.05}
+    alone, first_warping = [], []
+    for frame in nexts:
+        solver, steps = Solver(params), []
+        step, linearise = solver.step, solver.linearise
+        solver.step = lambda *args: steps.append(1) or step(*args)  # noqa: B023 - called within the iteration
+        solver.linearise = lambda *args: steps.append(0) or linearise(*args)  # noqa: B023
+        alone.append(solver(torch.from_numpy(still)[None], torch.from_numpy(frame)[None])[0])
+        first_warping.append(steps.index(0, 1) - 1)
+    assert first_warping[0] == 36 and 12 < first_warping[2] <= 24 and first_warping[3] <= 10
+    solver = Solver(params)
+    solver.schedule = Schedule(10, True)
+    together = solver(torch.from_numpy(np.stack([still] * 4)), torch.from_numpy(np.stack(nexts)))
+    for flow, expected in zip(together, alone):
+        assert torch.equal(flow, expected)
 
 
 def test_fixed_stopping_runs_every_iteration():
@@ -156,13 +195,69 @@ def test_fixed_stopping_runs_every_iteration():
         assert len(calls) == expected if expected else 0 < len(calls) <= 48
 
 
+class HostSyncs(TorchDispatchMode):
+    """Counts the operations that make the host wait for the device: reading a value
+    (`.item()`, `int()`, `bool()`: aten._local_scalar_dense, or item and is_nonzero under
+    inference mode) and shapes that depend on values (nonzero, masked_select, indexing by a
+    boolean mask, which calls nonzero inside)."""
+    READS = (torch.ops.aten._local_scalar_dense.default, torch.ops.aten.item.default,
+             torch.ops.aten.is_nonzero.default, torch.ops.aten.nonzero.default, torch.ops.aten.masked_select.default)
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        mask_index = func is torch.ops.aten.index.Tensor and any(
+            isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in args[1])
+        self.count += mask_index or func in self.READS
+        return func(*args, **(kwargs or {}))
+
+
+def test_the_host_waits_once_per_block_of_iterations():
+    """2 levels x 2 warpings x 3 outer x 12 inner iterations. A moving pair that never passes the
+    stopping test (epsilon 1e-9) and a still pair (identical frames: the first update is 0, so it
+    stops at its first iteration of each warping). CUDA's schedule reads the test after blocks of
+    10 and 2 iterations: 2 x 2 x 3 x 2 = 24 reads for the moving pair, alone or with the still one
+    (which leaves the rows iterated without a read of its own), 2 x 2 x 1 = 4 for the still pair
+    alone; the CPU's schedule reads it after every iteration: 2 x 2 x 3 x 12 = 144, and 4."""
+    still = cv2.cvtColor(texture(40, 48, seed=3), cv2.COLOR_RGB2GRAY)
+    moved = np.roll(still, (1, 2), axis=(0, 1))
+    params = {"scales_number": 2, "warpings_number": 2, "outer_iterations": 3, "inner_iterations": 12,
+              "epsilon": 1e-9}
+    assert len(pyramid_sizes(40, 48, 2, 0.8)) == 2
+    cases = [(Schedule(10, True), [moved], 24), (Schedule(10, True), [still], 4),
+             (Schedule(10, True), [moved, still], 24), (Schedule(1, False), [moved], 144),
+             (Schedule(1, False), [still], 4)]
+    flows = []
+    for schedule, nexts, expected in cases:
+        solver = Solver(params)
+        solver.schedule = schedule
+        with HostSyncs() as syncs:
+            flow = solver(torch.from_numpy(np.stack([still] * len(nexts))), torch.from_numpy(np.stack(nexts)))
+        assert syncs.count == expected, (schedule, len(nexts), syncs.count)
+        flows.append(flow)
+    moving, _, both, moving_cpu, still_cpu = flows
+    assert torch.equal(both[0], moving[0]) and torch.equal(moving, moving_cpu) and moving.abs().mean() > 0.5
+    assert not both[1].any() and not still_cpu.any()
+
+
+def test_compile_caches_go_to_the_users_cache_folder(monkeypatch, tmp_path):
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert compile_cache() == str(tmp_path / "stresnet" / "torchinductor")
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "stresnet" / "torchinductor")  # torch reads it
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
+    assert compile_cache() == str(tmp_path / "mine")
+
+
 def test_flow_stage_writes_a_shard_the_reader_reads(tmp_path):
     clips = {ARCHERY: real_frames(ARCHERY, 48, 5), "mm.mp4": real_frames("mmaction2/part_0.mp4", 40, 3),
              "one.avi": real_frames(ARCHERY, 48, 1)}
     write_frames(tmp_path / "f.h5", clips, short_side=48)
     counts = compute_shard(tmp_path / "f.h5", tmp_path / "a.h5", "tvl1_torch", {"warpings_number": 4}, threads=2,
                            speed={"batch": 3, "compile": False, "device": "cpu"})
-    assert counts["videos"] == 3 and counts["fields"] == 6 and counts["device"] == "cpu" and counts["busy_s"] > 0
+    assert counts["videos"] == 3 and counts["fields"] == 6 and counts["device"] == "cpu" and counts["solve_s"] > 0 and counts["wait_s"] == 0
     reader = FlowReader(tmp_path / "a.h5", expect={"method": "tvl1_torch", "bound": 20})
     attrs = reader.attrs
     assert attrs["params"]["warpings_number"] == 4 and attrs["params"]["stopping"] == "per_pair"

@@ -255,7 +255,8 @@ def compute_shard(frames: str | Path, out: str | Path, method: str = "tvl1",
                   jpeg_quality: int = 95, threads: int = 1,
                   speed: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Write the flow of every video of the frame shard `frames` to `out`; returns counts (and,
-    for tvl1_torch, `busy_s`: the seconds the device computed, and `device`)."""
+    for tvl1_torch, `solve_s`: the seconds spent solving, `wait_s`: of those, the seconds spent
+    waiting for a CUDA device, and `device`)."""
     algo = flow_method(method, params, speed)
     if bound <= 0:
         raise SettingError("bound must be positive")
@@ -361,9 +362,11 @@ def main(argv: list[str] | None = None) -> None:
         log.info("%s: %d videos, %d flow fields (%s) in %.0f s, %.1f fields/s with %d threads -> %s", args.frames,
                  counts["videos"], counts["fields"], args.method, seconds, counts["fields"] / max(seconds, 1e-9),
                  args.threads, args.out)
-        if "busy_s" in counts:
-            log.info("device %s computed %.0f s in %.0f s (busy share %.2f)", counts["device"], counts["busy_s"],
-                     seconds, counts["busy_s"] / max(seconds, 1e-9))
+        if counts.get("device", "cpu") != "cpu":  # the device computed at least while the solver waited for it
+            log.info("solver: %.0f s of %.0f s, waiting for %s %.0f s of them (its busy share: at least %.2f)",
+                     counts["solve_s"], seconds, counts["device"], counts["wait_s"], counts["wait_s"] / max(seconds, 1e-9))
+        elif "solve_s" in counts:
+            log.info("solver: %.0f s of %.0f s", counts["solve_s"], seconds)
     except cv2.error as e:  # OpenCV's own refusal of a frame pair is a fault of the data
         raise ShardError(f"{args.frames}: OpenCV could not compute the flow ({e}); rebuild the frame shard") from e
 

@@ -11,7 +11,6 @@ the same as when solved alone.
 from __future__ import annotations
 
 import collections
-import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Iterable, Mapping
@@ -45,13 +44,19 @@ def resolve_batch(batch: int | str, device: torch.device) -> int:
 
 class PairSolver:
     """Flow of a list of grey frame pairs (any sizes): one solver call per size. Counts the
-    device's compute time (CUDA events on a GPU, wall time in the solver on the CPU)."""
+    seconds spent solving and, of those, the seconds the solver thread waited for the device
+    (reading the stopping test, fetching the flow): while it waits the device computes, so their
+    ratio is a lower bound on the device's busy share (on the CPU, where the solver thread
+    computes, it waits for nothing)."""
 
     def __init__(self, params: Mapping[str, Any], device: torch.device, compile: bool):
         self.solver = Solver(params, device, compile)
         self.device = device
-        self.busy_s = 0.0
-        self.lock = threading.Lock()
+        self.solve_s = self.fetch_wait_s = 0.0
+
+    @property
+    def wait_s(self) -> float:
+        return self.solver.waited_s + self.fetch_wait_s
 
     def __call__(self, pairs: list[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
         """(H, W, 2) float32 flow of each pair (prev, next), in order."""
@@ -67,19 +72,14 @@ class PairSolver:
         return flows
 
     def _timed(self, i0: torch.Tensor, i1: torch.Tensor) -> np.ndarray:
+        began = time.perf_counter()
+        flow = self.solver(i0, i1)
+        fetch = time.perf_counter()
+        out = flow.permute(0, 2, 3, 1).cpu().numpy()  # on CUDA: waits for the device
+        ended = time.perf_counter()
+        self.solve_s += ended - began
         if self.device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            flow = self.solver(i0, i1)
-            end.record()
-            out = flow.permute(0, 2, 3, 1).cpu().numpy()  # waits for the device
-            seconds = start.elapsed_time(end) / 1000
-        else:
-            began = time.perf_counter()
-            out = self.solver(i0, i1).permute(0, 2, 3, 1).numpy()
-            seconds = time.perf_counter() - began
-        with self.lock:
-            self.busy_s += seconds
+            self.fetch_wait_s += ended - fetch
         return out
 
 
@@ -178,6 +178,6 @@ def batched_writer(params: Mapping[str, Any], speed: Mapping[str, Any], threads:
             write_fields(videos, write, solve, batch, threads, decode, encode)
         finally:
             torch.set_num_threads(torch_threads)
-        return {"busy_s": solve.busy_s, "device": name}
+        return {"solve_s": solve.solve_s, "wait_s": solve.wait_s if device.type == "cuda" else 0.0, "device": name}
 
     return run, {"torch": torch.__version__, "device": name}

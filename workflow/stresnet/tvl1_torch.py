@@ -13,20 +13,26 @@ forward gradient of the dual step with OpenCV's border rows; the thresholding st
 
 Pairs of one size are solved as a batch (B, H, W). OpenCV stops a warping's iterations once
 the sum of squared updates of u is at most epsilon^2 x pixels; `stopping: per_pair` applies that
-test to each pair: a pair that passes it leaves the batch with the values it had, the others go
-on, so each pair takes OpenCV's path. `stopping: fixed` runs every iteration, as a GPU
-implementation without the test would.
+test to each pair: a pair that passes it keeps the values it had (a mask, on the device), the
+others go on, so each pair takes OpenCV's path. `stopping: fixed` runs every iteration, as a GPU
+implementation without the test would. The host reads how many pairs go on once per block of
+iterations (Schedule); on CUDA a block is one CUDA graph (stresnet.cuda_graphs).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
+import os
+import time
 from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from .cuda_graphs import GraphedFunction
 
 log = logging.getLogger(__name__)
 DEFAULTS: dict[str, Any] = {"tau": 0.25, "lambda": 0.15, "theta": 0.3, "scales_number": 5,
@@ -229,12 +235,13 @@ def forward_gradient(u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def iteration(u: torch.Tensor, px: torch.Tensor, py: torch.Tensor, g: torch.Tensor, rho_c: torch.Tensor,
-              grad: torch.Tensor, active: torch.Tensor | None, lt: float, theta: float,
-              taut: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+              grad: torch.Tensor, active: torch.Tensor | None, lt: float, theta: float, taut: float,
+              tolerance: float) -> tuple[torch.Tensor, ...]:
     """One inner iteration for a batch: u (B, C, H, W) with C = 2 (u1, u2) or 3 (with the
     illumination term u3), the dual fields px, py (B, C, H, W), g = (I1wx, I1wy[, gamma]).
-    Returns the new u, px, py (pairs not `active`, a (B,) bool, keep theirs) and each pair's sum
-    of squared updates of u."""
+    Pairs not `active` (a (B,) bool; None: all are) keep their u, px, py. Returns the new u,
+    px, py, which pairs go on (active, and their sum of squared updates of u is above
+    `tolerance`: OpenCV's stopping test) and how many (a 0-d tensor)."""
     # residual of the linearised data term: rho = I1w + grad I1w . (u - u0) - I0 (+ gamma u3)
     rho = rho_c + (g[:, 0] * u[:, 0] + g[:, 1] * u[:, 1])
     if u.shape[1] == 3:
@@ -249,12 +256,21 @@ def iteration(u: torch.Tensor, px: torch.Tensor, py: torch.Tensor, g: torch.Tens
     ux, uy = forward_gradient(new)
     norm = 1.0 + taut * torch.hypot(ux, uy)
     new_px, new_py = (px + taut * ux) / norm, (py + taut * uy) / norm
-    # for the stopping test: sum of squared updates of u
-    change = torch.sum((new - u) ** 2, dim=(1, 2, 3), dtype=torch.float64)
-    if active is None:
-        return new, new_px, new_py, change
-    keep = active[:, None, None, None]
-    return torch.where(keep, new, u), torch.where(keep, new_px, px), torch.where(keep, new_py, py), change
+    # the stopping test: sum of squared updates of u
+    going = torch.sum((new - u) ** 2, dim=(1, 2, 3), dtype=torch.float64) > tolerance
+    if active is not None:
+        keep = active[:, None, None, None]
+        new, new_px, new_py = torch.where(keep, new, u), torch.where(keep, new_px, px), torch.where(keep, new_py, py)
+        going = going & active
+    return new, new_px, new_py, going, going.sum()
+
+
+def masked_median(u: torch.Tensor, active: torch.Tensor | None, size: int) -> torch.Tensor:
+    """Wedel et al.'s median filter of the flow (u1, u2; not u3) of the pairs `active` (None: all)."""
+    flow = median_blur(u[:, :2], size)
+    if u.shape[1] > 2:
+        flow = torch.cat([flow, u[:, 2:]], 1)
+    return flow if active is None else torch.where(active[:, None, None, None], flow, u)
 
 
 def linearise(i0: torch.Tensor, i1: torch.Tensor, i1x: torch.Tensor, i1y: torch.Tensor, u: torch.Tensor,
@@ -287,84 +303,156 @@ class Fused:
         return self.fn(*args)
 
 
+def compile_cache() -> str:
+    """The folder of torch.compile's caches (inductor's FX graph and AOT autograd caches and the
+    Triton kernels, which torch keeps under one folder): TORCHINDUCTOR_CACHE_DIR where set; else
+    stresnet/torchinductor in the user's cache folder (XDG_CACHE_HOME or ~/.cache), set here for
+    this process, so that every flow job of a user finds what an earlier job compiled, on a
+    cluster too, where home folders are shared and each node's /tmp (torch's default) is not."""
+    if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(base, "stresnet", "torchinductor")
+    return os.environ["TORCHINDUCTOR_CACHE_DIR"]
+
+
+@dataclasses.dataclass
+class Schedule:
+    """How a batch iterates. `check_every`: inner iterations between reads of the stopping test
+    (each read waits for the device); `pow2`: batches padded to a power of two and, once at most
+    half of a batch's pairs still iterate, these moved into the next power of two (a few shapes,
+    so a few CUDA graphs, for any batch); else the rows iterated are exactly the pairs going on.
+    On CUDA: every 10 iterations, powers of two, CUDA graphs; on the CPU: every iteration, exact."""
+
+    check_every: int
+    pow2: bool
+
+    @classmethod
+    def for_device(cls, device: torch.device) -> Schedule:
+        return cls(10, True) if device.type == "cuda" else cls(1, False)
+
+
+def next_pow2(n: int) -> int:
+    return 1 << (n - 1).bit_length()
+
+
 class Solver:
     """TV-L1 flow of batches of frame pairs of one size on one device. `compile` fuses the inner
     iteration and the linearisation (and, on CUDA, the median filter: on the CPU its compiled
-    form measured slower than the unfused one) with torch.compile."""
+    form measured slower than the unfused one) with torch.compile; on CUDA each block of
+    `schedule.check_every` iterations is one CUDA graph. `waited_s`: the seconds spent reading
+    the stopping test, i.e. waiting for the device."""
 
     def __init__(self, params: Mapping[str, Any] | None = None, device: str | torch.device = "cpu",
                  compile: bool = False):
         self.p = check_params(dict(params or {}))
         self.device = torch.device(device)
+        if compile:
+            compile_cache()
         fuse = Fused if compile else (lambda f: f)
         self.step: Callable[..., Any] = fuse(iteration)
         self.linearise: Callable[..., Any] = fuse(linearise)
-        self.median: Callable[..., Any] = fuse(median_blur) if self.device.type == "cuda" else median_blur
-        # how often the loop asks whether every pair has stopped: each ask waits for the device
-        self.check_every = 1 if self.device.type == "cpu" else 10
+        self.median: Callable[..., Any] = fuse(masked_median) if self.device.type == "cuda" else masked_median
+        self.schedule = Schedule.for_device(self.device)
+        self.block: Callable[..., Any] = (GraphedFunction(self._block, self.device) if self.device.type == "cuda"
+                                          else self._block)
+        self.batch_rows: dict[tuple[int, int], int] = {}  # with pow2: rows of each frame size's batches so far
+        self.waited_s = 0.0
 
     @torch.inference_mode()
     def __call__(self, i0: torch.Tensor, i1: torch.Tensor) -> torch.Tensor:
         """Flow (B, 2, H, W) from I0 to I1, grey images (B, H, W) in 0..255."""
         p = self.p
-        i0, i1 = i0.to(self.device, torch.float32), i1.to(self.device, torch.float32)
-        b, h, w = i0.shape
+        n, h, w = i0.shape
+        rows, first = n, n  # rows of the batch, rows iterated at first (the rest: padding)
+        if self.schedule.pow2:  # the largest batch of this size so far: its graphs serve this one
+            first = next_pow2(n)
+            rows = self.batch_rows[h, w] = max(first, self.batch_rows.get((h, w), 1))
+        i0, i1 = (F.pad(x.to(self.device, torch.float32), (0, 0, 0, 0, 0, rows - n)) if rows > n
+                  else x.to(self.device, torch.float32) for x in (i0, i1))
         sizes = pyramid_sizes(h, w, p["scales_number"], p["scale_step"])
         pyramid = [(i0, i1)]
         for size in sizes[1:]:  # each level from the one above, as OpenCV
             pyramid.append(tuple(resize_linear(x, size, (p["scale_step"],) * 2) for x in pyramid[-1]))
         channels = 3 if p["gamma"] else 2
-        u = torch.zeros((b, channels, *sizes[-1]), device=self.device)
+        u = torch.zeros((rows, channels, *sizes[-1]), device=self.device)
         for level in range(len(sizes) - 1, -1, -1):
-            u = self._scale(*pyramid[level], u)
+            u = self._scale(*pyramid[level], u, n, first)
             if level:  # zoom to the next finer level; the flow (not u3) grows by 1 / scale_step
                 (fh, fw), (ch, cw) = sizes[level - 1], sizes[level]
                 u = resize_linear(u, (fh, fw), (fh / ch, fw / cw))
                 u[:, :2] *= np.float32(1 / p["scale_step"])
-        return u[:, :2]
+        return u[:n, :2].clone()  # on CUDA u is a graph's buffer, which the next batch overwrites
 
-    def _scale(self, i0: torch.Tensor, i1: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    def _scale(self, i0: torch.Tensor, i1: torch.Tensor, u: torch.Tensor, n: int, first: int) -> torch.Tensor:
         """The warpings of one pyramid level (OpenCV's procOneScale)."""
         p = self.p
         h, w = i0.shape[-2:]
         i1x, i1y = centered_gradient(i1)
         px, py = torch.zeros_like(u), torch.zeros_like(u)  # the dual field restarts at each level
         for _ in range(p["warpings_number"]):
-            u, px, py = self._iterate(u, px, py, *self.linearise(i0, i1, i1x, i1y, u, p["gamma"]), h * w)
+            u, px, py = self._iterate(u, px, py, *self.linearise(i0, i1, i1x, i1y, u, p["gamma"]), n, first, h * w)
         return u
 
-    def _iterate(self, u: torch.Tensor, px: torch.Tensor, py: torch.Tensor, g: torch.Tensor,
-                 rho_c: torch.Tensor, grad: torch.Tensor, pixels: int) -> tuple[torch.Tensor, ...]:
-        """The outer and inner iterations of one warping. With the per-pair stopping test, a pair
-        stops once its sum of squared updates is at most epsilon^2 x pixels (OpenCV's test), and
-        pairs that stopped leave the batch; on a device the test is read every `check_every`
-        iterations and a pair that stopped in between is held by a mask."""
-        p = self.p
-        lt, theta, taut = (float(np.float32(x)) for x in (p["lambda"] * p["theta"], p["theta"], p["tau"] / p["theta"]))
-        tolerance = float(np.float32(p["epsilon"] ** 2 * pixels))
-        per_pair, masked = p["stopping"] == "per_pair", self.check_every > 1
-        out = [u, px, py]
-        rows = torch.arange(u.shape[0], device=u.device)  # the pairs still iterating
-        work = [u, px, py, g, rho_c, grad]
-        active, count = None, 0
+    def _iterate(self, u: torch.Tensor, px: torch.Tensor, py: torch.Tensor, g: torch.Tensor, rho_c: torch.Tensor,
+                 grad: torch.Tensor, n: int, first: int, pixels: int) -> tuple[torch.Tensor, ...]:
+        """The outer and inner iterations of one warping, in blocks of `check_every` iterations.
+        A pair stops at the first iteration whose sum of squared updates is at most epsilon^2 x
+        pixels (OpenCV's test), which ends its inner and outer iterations: from then on it is
+        masked (its u, p and median filter untouched) and, once few pairs go on, left out of the
+        rows iterated. After each block the host reads how many pairs go on: that read is the
+        only wait for the device."""
+        p, schedule = self.p, self.schedule
+        per_pair = p["stopping"] == "per_pair"
+        tolerance = float(np.float32(p["epsilon"] ** 2 * pixels)) if per_pair else -1.0  # fixed: none stops
+        constants = {"lt": float(np.float32(p["lambda"] * p["theta"])), "theta": float(np.float32(p["theta"])),
+                     "taut": float(np.float32(p["tau"] / p["theta"])), "tolerance": tolerance}
+        active = torch.arange(u.shape[0], device=u.device) < n  # the padding rows never iterate
+        rows, going, iterated = None, n, first  # rows: the rows iterated (None: the first `first`)
+        if first < u.shape[0]:
+            rows = torch.arange(first, device=u.device)
         for _ in range(p["outer_iterations"]):
-            if p["median_filtering"] > 1:  # Wedel et al.'s median filter of the flow
-                u = work[0]
-                work[0] = torch.cat([self.median(u[:, :2], p["median_filtering"]), u[:, 2:]], 1)
-            for inner in range(1, p["inner_iterations"] + 1):
-                *work[:3], change = self.step(*work, active if masked else None, lt, theta, taut)
+            for start in range(0, p["inner_iterations"], schedule.check_every):
+                steps = min(schedule.check_every, p["inner_iterations"] - start)
+                u, px, py, g, rho_c, grad, active, rows, count = self.block(
+                    u, px, py, g, rho_c, grad, active, rows, steps=steps,
+                    median=p["median_filtering"] if start == 0 and p["median_filtering"] > 1 else 0,
+                    masked=going < iterated or steps > 1, **constants)
                 if not per_pair:
                     continue
-                active = change > tolerance if active is None or not masked else active & (change > tolerance)
-                count += 1
-                ask = count % self.check_every == 0 or inner == p["inner_iterations"]  # before a median
-                if ask and not bool(active.all()):
-                    stopped = ~active  # their last update is in: keep it, go on without them
-                    for full, part in zip(out, work[:3]):
-                        full.index_copy_(0, rows[stopped], part[stopped])
-                    rows, work, active = rows[active], [t[active] for t in work], None
-                    if not len(rows):
-                        return tuple(out)
-        for full, part in zip(out, work[:3]):
-            full.index_copy_(0, rows, part)
-        return tuple(out)
+                began = time.perf_counter()
+                going = int(count)  # the host synchronisation
+                self.waited_s += time.perf_counter() - began
+                if not going:
+                    return u, px, py
+                if going <= (iterated // 2 if schedule.pow2 else iterated - 1):
+                    iterated = next_pow2(going) if schedule.pow2 else going
+                    rows = self._rows_going(active, rows, iterated)
+        return u, px, py
+
+    @staticmethod
+    def _rows_going(active: torch.Tensor, rows: torch.Tensor | None, keep: int) -> torch.Tensor:
+        """The first `keep` of the rows iterated, those of pairs going on first (on the device)."""
+        live = active if rows is None else active.index_select(0, rows)
+        order = torch.argsort(live.to(torch.int8), descending=True, stable=True)[:keep]
+        return order if rows is None else rows.index_select(0, order)
+
+    def _block(self, u: torch.Tensor, px: torch.Tensor, py: torch.Tensor, g: torch.Tensor, rho_c: torch.Tensor,
+               grad: torch.Tensor, active: torch.Tensor, rows: torch.Tensor | None, *, steps: int, median: int,
+               masked: bool, lt: float, theta: float, taut: float, tolerance: float) -> tuple[Any, ...]:
+        """`steps` inner iterations, after the median filter where `median` is its size, of the
+        rows `rows` (None: all); `masked` False where every row iterated goes on. Rows given are
+        updated in place. Returns the arguments' new values and how many pairs go on."""
+        full = (u, px, py, g, rho_c, grad, active)
+        if rows is not None:
+            u, px, py, g, rho_c, grad, active = (t.index_select(0, rows) for t in full)
+        if median:
+            u = self.median(u, active if masked else None, median)
+        for _ in range(steps):
+            u, px, py, active, count = self.step(u, px, py, g, rho_c, grad, active if masked else None,
+                                                 lt, theta, taut, tolerance)
+            masked = True  # a pair may stop at any step
+        if rows is None:
+            return u, px, py, g, rho_c, grad, active, rows, count
+        for whole, part in zip(full[:3] + full[6:], (u, px, py, active)):
+            whole.index_copy_(0, rows, part)
+        return (*full, rows, count)
