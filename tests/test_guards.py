@@ -92,3 +92,13 @@ def test_config_errors_name_the_key_written_its_value_and_the_allowed_range(chan
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     change(config)
     assert config_error(config, SCHEMA).startswith(message)
+
+
+def test_loader_workers_keep_up_with_the_model_by_phase():
+    from stresnet.config import loader_workers
+
+    # an A100's 2,600 images/s over one worker's clips/s: motion 2600 / 125 = 20.8 (16 at most),
+    # appearance 2600 / 600 = 4.3, ST-ResNet 260 / 21 = 12.4, ST-ResNet* 2600 / 22 / 9.5 = 12.4
+    assert {p: loader_workers("auto", p, gpus=1) for p in ("motion", "appearance", "st_resnet", "st_resnet_star")} == {
+        "motion": 16, "appearance": 5, "st_resnet": 13, "st_resnet_star": 13}
+    assert loader_workers("auto", "st_resnet", gpus=0) == 2 and loader_workers(3, "motion", gpus=4) == 3

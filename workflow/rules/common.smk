@@ -216,7 +216,7 @@ def speed(name, phase):
     return Untracked(shlex.quote(json.dumps(split_speed(phase_settings(name, phase))[1], sort_keys=True)))
 
 
-def launcher(name):
+def launcher(name, phase):
     """How a training job starts: on devices of its own (`stresnet devices`) with python, or with
     torchrun and one process per GPU (DDP); over several SLURM nodes, one srun task per GPU.
 
@@ -228,7 +228,7 @@ def launcher(name):
     gpus, nodes = train_setting(name, "gpus"), train_setting(name, "nodes")
     if nodes > 1:
         per_node = max(1, gpus)
-        cpus = config["train"]["threads"] + train_setting(name, "workers")
+        cpus = config["train"]["threads"] + phase_settings(name, phase)["workers"]
         return Untracked(
             'export MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)'
             " MASTER_PORT=$((20000 + SLURM_JOB_ID % 20000)); "
@@ -261,13 +261,16 @@ def job_resources(name, gpus, workers, nodes):
             "nodes": 1, "mpi": None, "tasks": None, "slurm_extra": None}
 
 
-def train_resources(key):
-    def value(wc):
-        name = wc.dataset
-        return job_resources(name, train_setting(name, "gpus"), train_setting(name, "workers"),
-                             train_setting(name, "nodes"))[key]
+def train_job_resources(phase):
+    """A phase's training job resources (job_resources), and memory growing with each retry."""
 
-    return value
+    def value(key):
+        return lambda wc: job_resources(wc.dataset, train_setting(wc.dataset, "gpus"),
+                                        phase_settings(wc.dataset, phase)["workers"],
+                                        train_setting(wc.dataset, "nodes"))[key]
+
+    keys = ("gpu", "cpus_per_gpu", "cpus_per_task", "nodes", "mpi", "tasks", "slurm_extra")
+    return {**{key: value(key) for key in keys}, "mem_mb": lambda wc, attempt: 16000 * attempt}
 
 
 def evaluate_resources(key):

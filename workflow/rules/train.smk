@@ -16,21 +16,14 @@ rule train_motion:
         phase="motion",
         settings=lambda wc: shaping(wc.dataset, "motion"),
         speed=lambda wc: speed(wc.dataset, "motion"),
-        launcher=lambda wc: launcher(wc.dataset),
+        launcher=lambda wc: launcher(wc.dataset, "motion"),
         pretrained=pretrained_flag,
         init=init_flag,
         flow=flow_flag,
         code=code_digest("train"),
     threads: config["train"]["threads"]
     resources:
-        gpu=train_resources("gpu"),
-        cpus_per_gpu=train_resources("cpus_per_gpu"),
-        cpus_per_task=train_resources("cpus_per_task"),
-        nodes=train_resources("nodes"),
-        mpi=train_resources("mpi"),
-        tasks=train_resources("tasks"),
-        slurm_extra=train_resources("slurm_extra"),
-        mem_mb=lambda wc, attempt: 16000 * attempt,
+        **train_job_resources("motion"),
     log:
         paths.log("{dataset}", "split{split}/train_motion"),
     benchmark:
@@ -55,11 +48,13 @@ use rule train_motion as train_appearance with:
         phase="appearance",
         settings=lambda wc: shaping(wc.dataset, "appearance"),
         speed=lambda wc: speed(wc.dataset, "appearance"),
-        launcher=lambda wc: launcher(wc.dataset),
+        launcher=lambda wc: launcher(wc.dataset, "appearance"),
         pretrained=pretrained_flag,
         init=init_flag,
         flow=flow_flag,
         code=code_digest("train"),
+    resources:
+        **train_job_resources("appearance"),
     log:
         paths.log("{dataset}", "split{split}/train_appearance"),
     benchmark:
@@ -78,11 +73,13 @@ use rule train_motion as train_st_resnet with:
         phase="st_resnet",
         settings=lambda wc: shaping(wc.dataset, "st_resnet"),
         speed=lambda wc: speed(wc.dataset, "st_resnet"),
-        launcher=lambda wc: launcher(wc.dataset),
+        launcher=lambda wc: launcher(wc.dataset, "st_resnet"),
         pretrained="none",
         init=init_flag,
         flow=flow_flag,
         code=code_digest("train"),
+    resources:
+        **train_job_resources("st_resnet"),
     log:
         paths.log("{dataset}", "split{split}/train_st_resnet"),
     benchmark:
@@ -100,11 +97,13 @@ use rule train_motion as train_st_resnet_star with:
         phase="st_resnet_star",
         settings=lambda wc: shaping(wc.dataset, "st_resnet_star"),
         speed=lambda wc: speed(wc.dataset, "st_resnet_star"),
-        launcher=lambda wc: launcher(wc.dataset),
+        launcher=lambda wc: launcher(wc.dataset, "st_resnet_star"),
         pretrained="none",
         init=init_flag,
         flow=flow_flag,
         code=code_digest("train"),
+    resources:
+        **train_job_resources("st_resnet_star"),
     log:
         paths.log("{dataset}", "split{split}/train_st_resnet_star"),
     benchmark:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import difflib
+import math
 import re
 import string
 
@@ -116,11 +117,34 @@ def train_setting(config: dict[str, Any], name: str, key: str) -> Any:
 
 def phase_settings(config: dict[str, Any], name: str, phase: str) -> dict[str, Any]:
     """One phase's settings for dataset `name`: Table 2's (config.yaml train.<phase>), the shared
-    training settings, and the dataset's own overrides."""
+    training settings, and the dataset's own overrides; `workers: auto` resolved for the phase."""
     keys = ("seed", "momentum", "weight_decay", "lr_factors", "decay_factors", "precision", "workers",
             "checkpoint_every")
     shared = {k: train_setting(config, name, k) for k in keys}
-    return {**shared, **config["train"][phase], **config["datasets"][name].get("train", {}).get(phase, {})}
+    settings = {**shared, **config["train"][phase], **config["datasets"][name].get("train", {}).get(phase, {})}
+    return {**settings, "workers": loader_workers(settings["workers"], phase, train_setting(config, name, "gpus"))}
+
+
+# clips/s one loader worker (one core) gives at short side 256 (benchmarks/bench_loader.py,
+# docs/benchmarks.md); ST-ResNet*'s 11 chunks take 11/5 of ST-ResNet's work
+WORKER_CLIPS_PER_S = {"motion": 125, "appearance": 600, "st_resnet": 21, "st_resnet_star": 9.5}
+# what one GPU trains, in 224 x 224 images per second per stream: ResNet-50 with mixed precision on
+# an A100 (NVIDIA's published training throughput, about 2,600); a clip is chunks x streams images
+GPU_IMAGES_PER_S = 2600
+IMAGES_PER_CLIP = {"motion": 1, "appearance": 1, "st_resnet": 10, "st_resnet_star": 22}
+MAX_WORKERS_PER_GPU = 16  # what a GPU node's cores allow per GPU; beyond, the log's data-wait share says so
+CPU_WORKERS = 2  # a CPU job: the model, not the loader, is the bottleneck
+
+
+def loader_workers(setting: int | str, phase: str, gpus: int) -> int:
+    """DataLoader workers per training process: the setting, or `auto`: on a GPU as many as keep up
+    with the model (its clips/s over one worker's, at most MAX_WORKERS_PER_GPU), on the CPU 2."""
+    if setting != "auto":
+        return int(setting)
+    if not gpus:
+        return CPU_WORKERS
+    needed = GPU_IMAGES_PER_S / IMAGES_PER_CLIP[phase] / WORKER_CLIPS_PER_S[phase]
+    return min(MAX_WORKERS_PER_GPU, math.ceil(needed))
 
 
 def available_splits(entry: dict[str, Any]) -> int:
