@@ -42,7 +42,7 @@ def test_summary_line_of_an_index(tmp_path):
 def test_a_stamp_turns_newer_than_its_manifest_once_a_listed_file_goes(tmp_path):
     shard, manifest = tmp_path / "00000.h5", tmp_path / "manifest.json"
     shard.write_bytes(b"x")
-    manifest.write_text(json.dumps({"files": {"00000": {"path": str(shard)}}}))
+    manifest.write_text(json.dumps({"version": 2, "files": {"00000": {"path": "00000.h5"}}}))  # beside it
     stamp = tmp_path / ".manifest.json.missing"
     assert missing_stamp(manifest) == str(stamp) and stamp.stat().st_mtime == 0  # new, nothing missing: no trigger
     shard.unlink()

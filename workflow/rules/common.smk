@@ -4,6 +4,7 @@
 import functools
 import hashlib
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -16,11 +17,13 @@ from snakemake.utils import validate
 # main Snakefile, which is another workflow's when this one is used as a module; rules call its
 # command-line entries with it on the path. A module from a remote repository (github(...)) has
 # no local copy of the package: it must be installed (README, "Use as a module").
-PACKAGE_DIR = Path(workflow.source_path("../stresnet/__init__.py")).parent.parent
-if (PACKAGE_DIR / "stresnet" / "cli.py").is_file():
+PACKAGE_DIR = Path(str(workflow.current_basedir)).parent  # workflow/, where this file is on this disk
+LOCAL_PACKAGE = (PACKAGE_DIR / "stresnet" / "cli.py").is_file()
+if LOCAL_PACKAGE:
     sys.path.insert(0, str(PACKAGE_DIR))
 try:
     import stresnet.config
+    import stresnet.demo
 except ImportError:
     raise WorkflowError("the stresnet package is not importable: install it where Snakemake runs "
                         "(pip install <a clone of this workflow>, or pip install git+<its repository>)") from None
@@ -52,7 +55,7 @@ if PLANNING:  # what the run needs is there, or one line why, before any job
     if problems:
         raise WorkflowError(problems[0])
 shell.prefix(f"set -euo pipefail; export PYTHONPATH={shlex.quote(str(PACKAGE_DIR))}:${{{{PYTHONPATH:-}}}}; "
-             if (PACKAGE_DIR / "stresnet" / "cli.py").is_file() else "set -euo pipefail; ")  # braces doubled: Snakemake formats it
+             if LOCAL_PACKAGE else "set -euo pipefail; ")  # braces doubled: Snakemake formats it
 
 
 wildcard_constraints:
@@ -70,6 +73,63 @@ class Untracked:
 
     def __str__(self):
         return self.text
+
+
+# --- where results are: this disk, or the default storage provider (--default-storage-provider s3, fs)
+# A job reads only its declared inputs, which Snakemake copies in; the planning process reads a
+# few results itself (the index, manifests) through the storage provider, never by a local path.
+
+
+def _stored(path):
+    """The default storage provider's object of a results path; None when there is none."""
+    settings = workflow.storage_settings
+    if settings is None or settings.default_storage_provider is None:
+        return None
+    prefix = settings.default_storage_prefix or ""
+    prefix = prefix if not prefix or prefix.endswith("/") else prefix + "/"
+    return workflow.storage_registry.default_storage_provider.object(f"{prefix}{os.path.normpath(path)}")
+
+
+def result_exists(path):
+    stored = _stored(path)
+    return stored.exists() if stored is not None else os.path.exists(path)
+
+
+def result_mtime(path):
+    stored = _stored(path)
+    if stored is None:
+        return os.path.getmtime(path) if os.path.exists(path) else None
+    return stored.mtime() if stored.exists() else None
+
+
+def result_copy(path):
+    """A local copy of a results file (the file itself without storage), or None when it is not there."""
+    stored = _stored(path)
+    if stored is None:
+        return Path(path) if os.path.exists(path) else None
+    if not stored.exists():
+        return None
+    local = Path(stored.local_path())
+    if not local.exists() or local.stat().st_mtime < stored.mtime():
+        local.parent.mkdir(parents=True, exist_ok=True)
+        stored.retrieve_object()
+    return local
+
+
+def result_text(path):
+    local = result_copy(path)
+    return local.read_text() if local is not None else None
+
+
+def result_state(path):
+    """file_state of a results file, where it is."""
+    local = result_copy(path)
+    return file_state(local) if local is not None else "missing"
+
+
+def stamp(manifest):
+    """The manifest's missing-files stamp (manifest.missing_stamp), kept on this disk."""
+    return local(missing_stamp(manifest, result_exists, result_text, result_mtime))
 
 
 def dataset(name):
@@ -114,15 +174,49 @@ def flow_gpus(name, method):
     return int(device == "cuda" or (device == "auto" and gpus_listed()))
 
 
+def demo_files(name):
+    """The files rule demo_videos makes: split files first, then the videos."""
+    entry, raw = DATASETS[name]["demo"], paths.raw_dir(name)
+    return ([f"{raw}/ucfTrainTestlist/{f}" for f in stresnet.demo.SPLIT_FILES]
+            + [f"{raw}/UCF101/{v}" for v in stresnet.demo.video_names(entry["groups"], entry["clips_per_group"])])
+
+
 def dataset_source(wildcards):
-    """What the index reads: the folder of generated or downloaded videos, or the split files
-    (the videos themselves are seen through `videos_fingerprint`)."""
+    """What the index reads: the generated videos and split files, the downloaded folder, or the
+    split files of a dataset on this disk (its videos are seen through `videos_fingerprint`)."""
+    name = wildcards.dataset
+    entry = dataset(name)
+    if entry["format"] == "demo":
+        return {"demo": demo_files(name)}
+    if entry.get("url"):
+        return {"source": paths.download_dir(name)}
+    return {"split_files": [local(f) for f in dataset_listing(name)[1]]}
+
+
+def dataset_root(wildcards, input):
+    """The dataset's folder as the job sees it: the user's folder, or where the job's copy of the
+    generated or downloaded files lies (a storage provider copies them elsewhere)."""
     entry = dataset(wildcards.dataset)
     if entry["format"] == "demo":
-        return {"source": paths.raw_dir(wildcards.dataset)}
+        first = Path(str(input.demo[len(stresnet.demo.SPLIT_FILES)]))  # <raw>/UCF101/<Class>/<video>
+        return Untracked(shlex.quote(str(first.parent.parent)))
+    if entry.get("url"):  # root and splits point inside the download folder
+        inside = Path(entry["root"]).relative_to(paths.download_dir(wildcards.dataset))
+        return Untracked(shlex.quote(str(Path(str(input.source)) / inside)))
+    return shlex.quote(entry["root"])
+
+
+def dataset_splits(wildcards, input):
+    """--splits of the index, as the job sees the split folder (see dataset_root)."""
+    entry = dataset(wildcards.dataset)
+    if entry["format"] == "demo":
+        return Untracked("--splits " + shlex.quote(str(Path(str(input.demo[0])).parent)))
+    if not entry.get("splits"):
+        return ""
     if entry.get("url"):
-        return {"source": paths.download_dir(wildcards.dataset)}
-    return {"split_files": dataset_listing(wildcards.dataset)[1]}
+        inside = Path(entry["splits"]).relative_to(paths.download_dir(wildcards.dataset))
+        return Untracked("--splits " + shlex.quote(str(Path(str(input.source)) / inside)))
+    return "--splits " + shlex.quote(entry["splits"])
 
 
 _LISTINGS = {}
@@ -153,13 +247,15 @@ _INDEX_TABLES = {}
 
 
 def index_table(name):
-    """shard -> its videos, from the dataset's index, known once its index job (a checkpoint) is done; read once per
-    version of the file, not once per job that asks (300,000 videos: 3,000 frame jobs)."""
+    """shard -> its videos, from the dataset's index, known once its index job (a checkpoint) is done;
+    read (from storage, where it is there) once per version of the file, not once per job that asks
+    (300,000 videos: 3,000 frame jobs)."""
     index = checkpoints.index.get(dataset=name).output.index
-    stat = Path(index).stat()
-    key = (index, stat.st_mtime_ns, stat.st_size)
+    local_index = result_copy(paths.index_csv(name)) or Path(str(index))
+    stat = local_index.stat()
+    key = (str(local_index), stat.st_mtime_ns, stat.st_size)
     if key not in _INDEX_TABLES:
-        table = pd.read_csv(index, usecols=["path", "shard"], dtype=str, keep_default_na=False)
+        table = pd.read_csv(local_index, usecols=["path", "shard"], dtype=str, keep_default_na=False)
         _INDEX_TABLES[key] = {shard: list(group) for shard, group in table.groupby("shard")["path"]}
     return _INDEX_TABLES[key]
 
@@ -174,11 +270,26 @@ def shard_members(wildcards):
 
 
 def shard_videos(wildcards):
-    """The video files of one shard: touching one reruns its shard only."""
-    if dataset(wildcards.dataset)["format"] == "demo" or dataset(wildcards.dataset).get("url"):
-        return []  # inside a folder that a rule makes
-    root = Path(dataset(wildcards.dataset)["root"])
-    return [str(root / path) for path in shard_members(wildcards)]
+    """The video files of one shard, its frame job's inputs: a job copies in only its own videos,
+    and touching one reruns its shard only. A downloaded dataset's are inside its folder."""
+    entry = dataset(wildcards.dataset)
+    if entry.get("url"):
+        return [paths.download_dir(wildcards.dataset)]
+    if entry["format"] == "demo":
+        return [f"{paths.raw_dir(wildcards.dataset)}/UCF101/{path}" for path in shard_members(wildcards)]
+    return [local(str(Path(entry["root"]) / path)) for path in shard_members(wildcards)]
+
+
+def shard_root(wildcards, input):
+    """--root of a frame job: where its videos are as it sees them (see dataset_root)."""
+    entry = dataset(wildcards.dataset)
+    if entry.get("url"):  # the job's copy of the download folder
+        inside = Path(entry["root"]).relative_to(paths.download_dir(wildcards.dataset))
+        return Untracked(shlex.quote(str(Path(str(input.videos[0])) / inside)))
+    if entry["format"] == "demo":
+        first, member = Path(str(input.videos[0])), shard_members(wildcards)[0]
+        return Untracked(shlex.quote(str(first).removesuffix("/" + member)))
+    return shlex.quote(entry["root"])
 
 
 def frame_shards(wildcards):
@@ -290,6 +401,19 @@ def flow_input(wildcards):
     return {**frames_input(wildcards), "flow": paths.flow_manifest(wildcards.dataset, flow_method(wildcards.dataset))}
 
 
+def frames_listed(wildcards):
+    """The files the frames manifest lists: a job reads only what it declares, so those that read
+    a manifest declare its files too (a storage provider copies in nothing else)."""
+    name = wildcards.dataset
+    return [paths.videos_csv(name), paths.classes_csv(name), *frame_shards(wildcards)]
+
+
+def flow_listed(wildcards):
+    """The files the frames and flow manifests list (see frames_listed)."""
+    name, method = wildcards.dataset, flow_method(wildcards.dataset)
+    return [*frames_listed(wildcards), *(paths.flow_shard(name, method, s) for s in shards(name))]
+
+
 def stream_init(phase):
     """Input function: what a stream phase starts from: a stream of the same kind trained
     elsewhere (`init_from`), or the backbone weights of `pretrained` (a file: ImageNet's, fetched
@@ -307,6 +431,15 @@ def stream_init(phase):
         return {"weights": paths.imagenet_weights() if pretrained == "imagenet" else pretrained}
 
     return init
+
+
+def state_flag(wildcards, phase):
+    """--state-dir of a training job: `train.state_dir` (a folder all nodes see) for its checkpoint;
+    untracked: where a run keeps its state changes no result."""
+    folder = train_setting(wildcards.dataset, "state_dir")
+    if not folder:
+        return Untracked("")
+    return Untracked("--state-dir " + shlex.quote(f"{folder}/{wildcards.dataset}/split{wildcards.split}/{phase}"))
 
 
 def pretrained_flag(wildcards, input):
@@ -337,7 +470,9 @@ def run_splits(name):
 def external_files(wildcards):
     """The dataset's external score files of a split (`external_scores`), one per source."""
     sources = DATASETS[wildcards.dataset].get("external_scores", [])
-    return [source["path"].format(split=wildcards.split) for source in sources]
+    files = [source["path"].format(split=wildcards.split) for source in sources]
+    # a file made by this workflow (export_scores) is a result, wherever results are; others are the user's
+    return [f if f.startswith(paths.BASE_RESULTS + "/") else local(f) for f in files]
 
 
 def source_flags(wildcards, input):

@@ -2,22 +2,28 @@
 # output is the frames manifest that every later stage takes.
 
 
-rule demo_videos:
-    output:
-        directory(paths.raw_dir("{dataset}")),
-    params:
-        demo=lambda wc: DATASETS[wc.dataset].get("demo", {}),
-        code=code_digest("demo"),
-    log:
-        paths.log("{dataset}", "demo_videos"),
-    benchmark:
-        paths.benchmark("{dataset}", "demo_videos")
-    conda:
-        "../../envs/preprocess.yaml"
-    shell:
-        "python -m stresnet demo --out {output} --seed {params.demo[seed]} --groups {params.demo[groups]}"
-        " --clips-per-group {params.demo[clips_per_group]} --frames {params.demo[frames]}"
-        " --width {params.demo[width]} --height {params.demo[height]} > {log} 2>&1"
+# one rule per demo dataset, whose files are known from its settings: each frame job can then
+# take its own videos as inputs (and copy in only those from a storage provider)
+for _demo in [name for name, entry in DATASETS.items() if entry["format"] == "demo"]:
+
+    rule:
+        name:
+            f"demo_videos_{_demo}"
+        output:
+            demo_files(_demo),  # split files first: the folder is two above the first
+        params:
+            demo=DATASETS[_demo]["demo"],
+            code=code_digest("demo"),
+        log:
+            paths.log(_demo, "demo_videos"),
+        benchmark:
+            paths.benchmark(_demo, "demo_videos")
+        conda:
+            "../../envs/preprocess.yaml"
+        shell:
+            "python -m stresnet demo --out \"$(dirname \"$(dirname {output[0]:q})\")\" --seed {params.demo[seed]}"
+            " --groups {params.demo[groups]} --clips-per-group {params.demo[clips_per_group]}"
+            " --frames {params.demo[frames]} --width {params.demo[width]} --height {params.demo[height]} > {log} 2>&1"
 
 
 rule fetch:
@@ -54,12 +60,8 @@ checkpoint index:
         classes=paths.classes_csv("{dataset}"),
     params:
         format=lambda wc: dataset(wc.dataset)["format"],
-        root=lambda wc: shlex.quote(dataset(wc.dataset)["root"]),
-        splits=lambda wc: (
-            f"--splits {shlex.quote(dataset(wc.dataset)['splits'])}"
-            if dataset(wc.dataset).get("splits")
-            else ""
-        ),
+        root=dataset_root,
+        splits=dataset_splits,
         shard_size=lambda wc: setting(wc.dataset, "index")["shard_size"],
         seed=lambda wc: setting(wc.dataset, "index")["seed"],
         test_fraction=lambda wc: setting(wc.dataset, "index")["test_fraction"],
@@ -95,8 +97,8 @@ rule index_summary:
     output:
         paths.index_summary("{dataset}"),
     params:
-        index=lambda wc: file_state(paths.index_csv(wc.dataset)),
-        root=lambda wc: shlex.quote(dataset(wc.dataset)["root"]),
+        index=lambda wc: result_state(paths.index_csv(wc.dataset)),
+        root=lambda wc: shlex.quote(dataset(wc.dataset)["root"]),  # for the size of the videos, where on this disk
         short_side=lambda wc: setting(wc.dataset, "frames")["short_side"],
         flow=lambda wc: flow_method(wc.dataset),
         splits=lambda wc: len(run_splits(wc.dataset)),
@@ -119,7 +121,7 @@ rule videos:
         videos=paths.videos_csv("{dataset}"),
         bad=paths.bad_videos_csv("{dataset}"),
     params:
-        index=lambda wc: file_state(paths.index_csv(wc.dataset)),
+        index=lambda wc: result_state(paths.index_csv(wc.dataset)),
         code=code_digest("index"),
     log:
         paths.log("{dataset}", "videos"),
@@ -136,7 +138,7 @@ rule dataset_ready:
         videos=paths.videos_csv("{dataset}"),
         classes=paths.classes_csv("{dataset}"),
         shards=frame_shards,
-        stamp=lambda wc: missing_stamp(paths.frames_manifest(wc.dataset)),
+        stamp=lambda wc: stamp(paths.frames_manifest(wc.dataset)),
     output:
         paths.frames_manifest("{dataset}"),
     params:

@@ -5,6 +5,7 @@
 rule evaluate:
     input:
         unpack(flow_input),
+        listed=flow_listed,
         models=evaluated_models,
     output:
         paths.scores("{dataset}", "{split}", "{kind}"),

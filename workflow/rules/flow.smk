@@ -37,7 +37,7 @@ rule flow_manifest:
     input:
         frames=paths.frames_manifest("{dataset}"),
         shards=flow_shards,
-        stamp=lambda wc: missing_stamp(paths.flow_manifest(wc.dataset, wc.method)),
+        stamp=lambda wc: stamp(paths.flow_manifest(wc.dataset, wc.method)),
     output:
         paths.flow_manifest("{dataset}", "{method}"),
     wildcard_constraints:
@@ -58,6 +58,7 @@ rule verify:
     # again with `snakemake --force results/<dataset>/verified.json`
     input:
         unpack(flow_input),
+        listed=flow_listed,
     output:
         paths.verified("{dataset}"),
     params:

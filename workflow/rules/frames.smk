@@ -11,7 +11,7 @@ rule frames:
         report=paths.frame_report("{dataset}", "{shard}"),
     params:
         members=shard_members,
-        root=lambda wc: shlex.quote(dataset(wc.dataset)["root"]),
+        root=shard_root,
         short_side=lambda wc: setting(wc.dataset, "frames")["short_side"],
         quality=lambda wc: setting(wc.dataset, "frames")["jpeg_quality"],
         tolerance=lambda wc: setting(wc.dataset, "frames")["partial_tolerance"],

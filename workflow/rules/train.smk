@@ -9,6 +9,7 @@ rule train_motion:
     input:
         unpack(flow_input),
         unpack(stream_init("motion")),
+        listed=flow_listed,
     output:
         model=paths.model("{dataset}", "{split}", "motion"),
         curves=paths.curves("{dataset}", "{split}", "motion"),
@@ -17,6 +18,7 @@ rule train_motion:
         settings=lambda wc: shaping(wc.dataset, "motion"),
         speed=lambda wc: speed(wc.dataset, "motion"),
         launcher=lambda wc: launcher(wc.dataset, "motion"),
+        state=lambda wc: state_flag(wc, "motion"),
         pretrained=pretrained_flag,
         init=init_flag,
         flow=flow_flag,
@@ -34,13 +36,14 @@ rule train_motion:
         "{params.launcher} -m stresnet train --phase {params.phase} --split {wildcards.split}"
         " --frames-manifest {input.frames} {params.flow} --config {params.settings} --speed {params.speed}"
         " --pretrained {params.pretrained} {params.init} --threads {threads}"
-        " --out-dir $(dirname {output.model}) --log {log} >> {log} 2>&1"
+        " --out-dir $(dirname {output.model}) {params.state} --log {log} >> {log} 2>&1"
 
 
 use rule train_motion as train_appearance with:
     input:
         unpack(frames_input),
         unpack(stream_init("appearance")),
+        listed=frames_listed,
     output:
         model=paths.model("{dataset}", "{split}", "appearance"),
         curves=paths.curves("{dataset}", "{split}", "appearance"),
@@ -49,6 +52,7 @@ use rule train_motion as train_appearance with:
         settings=lambda wc: shaping(wc.dataset, "appearance"),
         speed=lambda wc: speed(wc.dataset, "appearance"),
         launcher=lambda wc: launcher(wc.dataset, "appearance"),
+        state=lambda wc: state_flag(wc, "appearance"),
         pretrained=pretrained_flag,
         init=init_flag,
         flow=flow_flag,
@@ -64,6 +68,7 @@ use rule train_motion as train_appearance with:
 use rule train_motion as train_st_resnet with:
     input:
         unpack(flow_input),
+        listed=flow_listed,
         appearance=paths.model("{dataset}", "{split}", "appearance"),
         motion=paths.model("{dataset}", "{split}", "motion"),
     output:
@@ -74,6 +79,7 @@ use rule train_motion as train_st_resnet with:
         settings=lambda wc: shaping(wc.dataset, "st_resnet"),
         speed=lambda wc: speed(wc.dataset, "st_resnet"),
         launcher=lambda wc: launcher(wc.dataset, "st_resnet"),
+        state=lambda wc: state_flag(wc, "st_resnet"),
         pretrained="none",
         init=init_flag,
         flow=flow_flag,
@@ -89,6 +95,7 @@ use rule train_motion as train_st_resnet with:
 use rule train_motion as train_st_resnet_star with:
     input:
         unpack(flow_input),
+        listed=flow_listed,
         st_resnet=paths.model("{dataset}", "{split}", "st_resnet"),
     output:
         model=paths.model("{dataset}", "{split}", "st_resnet_star"),
@@ -98,6 +105,7 @@ use rule train_motion as train_st_resnet_star with:
         settings=lambda wc: shaping(wc.dataset, "st_resnet_star"),
         speed=lambda wc: speed(wc.dataset, "st_resnet_star"),
         launcher=lambda wc: launcher(wc.dataset, "st_resnet_star"),
+        state=lambda wc: state_flag(wc, "st_resnet_star"),
         pretrained="none",
         init=init_flag,
         flow=flow_flag,

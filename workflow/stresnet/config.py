@@ -18,7 +18,7 @@ from .metrics import STAGES
 
 STREAM_PHASES = ("motion", "appearance")
 # settings that set how fast a result is reached, never what it is: not part of any identity
-SPEED_KEYS = ("workers", "threads", "micro_batch", "gpus", "nodes", "checkpoint_every")
+SPEED_KEYS = ("workers", "threads", "micro_batch", "gpus", "nodes", "checkpoint_every", "state_dir")
 
 
 # videos a smoke run keeps per split: this many training and this many test videos

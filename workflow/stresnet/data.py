@@ -83,7 +83,7 @@ def open_videos(frames_manifest: str | Path, flow_manifest: str | Path | None = 
     from this very frames manifest."""
     frames = Manifest(frames_manifest, "frames")
     flow = Manifest(flow_manifest, "flow") if flow_manifest else None
-    if flow is not None and flow.doc["inputs"]["frames"]["sha256"] != frames.sha256:
+    if flow is not None and flow.input_sha256("frames") != frames.sha256:
         raise ManifestError(f"{flow.path} was made from other frames than {frames.path} lists; "
                             "rerun snakemake to rebuild the flow")
     return read_table(frames.file("videos")), frames, flow

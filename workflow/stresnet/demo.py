@@ -70,6 +70,15 @@ def held_out_groups(split: int, n_groups: int) -> list[int]:
     return list(range((split - 1) * per_split + 1, split * per_split + 1))
 
 
+SPLIT_FILES = ["classInd.txt", *(f"{kind}list0{k}.txt" for k in (1, 2, 3) for kind in ("train", "test"))]
+
+
+def video_names(n_groups: int, clips_per_group: int) -> list[str]:
+    """The demo's videos, `<Class>/v_<Class>_gXX_cYY.avi`, as the workflow declares them."""
+    return [f"{cls}/v_{cls}_g{g:02d}_c{c:02d}.avi" for cls in CLASSES for g in range(1, n_groups + 1)
+            for c in range(1, clips_per_group + 1)]
+
+
 def generate(out: str | Path, seed: int = 0, n_groups: int = 6, clips_per_group: int = 2,
              n_frames: int = 24, width: int = 128, height: int = 96, fps: float = 25.0) -> None:
     """Write `<out>/UCF101/<Class>/v_<Class>_gXX_cYY.avi` and `<out>/ucfTrainTestlist/`."""
@@ -80,13 +89,11 @@ def generate(out: str | Path, seed: int = 0, n_groups: int = 6, clips_per_group:
     lists.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     names: list[tuple[str, int, str]] = []
-    for label, cls in enumerate(CLASSES, start=1):
+    for name in video_names(n_groups, clips_per_group):  # in this order: the generator's draws follow it
+        cls, g = name.split("/")[0], int(name.split("_g")[1][:2])
         (videos / cls).mkdir(parents=True, exist_ok=True)
-        for g in range(1, n_groups + 1):
-            for c in range(1, clips_per_group + 1):
-                name = f"{cls}/v_{cls}_g{g:02d}_c{c:02d}.avi"
-                encode_video(render_clip(cls, rng, n_frames, width, height), videos / name, fps)
-                names.append((name, g, cls))
+        encode_video(render_clip(cls, rng, n_frames, width, height), videos / name, fps)
+        names.append((name, g, cls))
     crlf = "\r\n"
     (lists / "classInd.txt").write_text(
         "".join(f"{i} {cls}{crlf}" for i, cls in enumerate(CLASSES, start=1)), newline="")

@@ -4,6 +4,10 @@ manifest, not a folder, and checks what it uses against it.
 
 A manifest's own SHA-256 therefore stands for everything under it: a training checkpoint
 records the fingerprints of the manifests it was trained from and is resumed only on the same.
+
+Files are listed by their path relative to the manifest's own folder, so that a manifest means
+the same wherever its files are: in results/, in a job's copy of them from object storage, in
+another node's scratch folder.
 """
 
 from __future__ import annotations
@@ -13,11 +17,11 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from .errors import InputError
 
-VERSION = 1
+VERSION = 2  # 2: paths relative to the manifest's folder
 
 
 class ManifestError(InputError):
@@ -32,50 +36,76 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def file_entry(path: str | Path) -> dict[str, Any]:
+def file_entry(path: str | Path, folder: Path) -> dict[str, Any]:
+    """A listed file: its path relative to `folder` (the manifest's), size and SHA-256."""
     path = Path(path)
-    return {"path": str(path), "bytes": path.stat().st_size, "sha256": file_sha256(path)}
+    return {"path": os.path.relpath(path, folder), "bytes": path.stat().st_size, "sha256": file_sha256(path)}
 
 
 def write_manifest(path: str | Path, stage: str, settings: Mapping[str, Any], files: Mapping[str, str | Path],
                    inputs: Mapping[str, str | Path] | None = None, **extra: Any) -> dict[str, Any]:
     """Write the manifest of `stage` atomically: `files` by name, the manifests it was made from."""
-    doc = {"stage": stage, "version": VERSION, "settings": dict(settings),
-           "files": {name: file_entry(f) for name, f in files.items()},
-           "inputs": {name: file_entry(f) for name, f in (inputs or {}).items()}, **extra}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"stage": stage, "version": VERSION, "settings": dict(settings),
+           "files": {name: file_entry(f, path.parent) for name, f in files.items()},
+           "inputs": {name: file_entry(f, path.parent) for name, f in (inputs or {}).items()}, **extra}
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
     tmp.replace(path)
     return doc
 
 
-def listed_missing(path: str | Path) -> list[str]:
-    """The files the manifest at `path` lists that are gone (none when there is no manifest)."""
+def listed_files(path: str | Path, text: str) -> list[str]:
+    """The files a manifest (its `text`, read from `path`) lists, as paths beside it (empty when
+    it is not a manifest of this version)."""
     try:
-        files = json.loads(Path(path).read_text())["files"].values()
-        return sorted(entry["path"] for entry in files if not Path(entry["path"]).exists())
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        doc = json.loads(text)
+        if doc.get("version") != VERSION:
+            return []
+        return [os.path.normpath(Path(path).parent / entry["path"]) for entry in doc["files"].values()]
+    except (ValueError, KeyError, TypeError, AttributeError):
         return []
 
 
-def missing_stamp(path: str | Path) -> str:
+def listed_missing(path: str | Path, exists: Callable[[str], bool] = os.path.exists,
+                   read: Callable[[str], str | None] | None = None) -> list[str]:
+    """The files the manifest at `path` lists that are gone (none when there is no manifest).
+    `exists` and `read` see the files where they are: the local disk, or object storage."""
+    text = (read or _read_local)(str(path))
+    return sorted(f for f in listed_files(path, text) if not exists(f)) if text is not None else []
+
+
+def _read_local(path: str) -> str | None:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return None
+
+
+def missing_stamp(path: str | Path, exists: Callable[[str], bool] = os.path.exists,
+                  read: Callable[[str], str | None] | None = None, mtime: Callable[[str], float | None] | None = None
+                  ) -> str:
     """The stamp of the manifest at `path`: a small input of the manifest's rule, rewritten (so
     newer than the manifest, with other content) when a file the manifest lists is gone. Snakemake
     then reruns the manifest's rule, and first rebuilds the missing file, which it would not do for a
     missing intermediate file whose consumers are up to date. Nothing is recorded that would
     rerun the rule again once the file is back (as a param would be). Returns the stamp's path."""
     manifest = Path(path)
-    stamp = manifest.with_name(f".{manifest.name}.missing")
-    missing = listed_missing(manifest)
-    flagged = stamp.exists() and manifest.exists() and stamp.stat().st_mtime > manifest.stat().st_mtime
+    stamp = manifest.with_name(f".{manifest.name}.missing")  # always on the local disk
+    missing = listed_missing(manifest, exists, read)
+    manifest_time = (mtime or _mtime_local)(str(manifest))
+    flagged = stamp.exists() and manifest_time is not None and stamp.stat().st_mtime > manifest_time
     if not stamp.exists() or (missing and not flagged):
         stamp.parent.mkdir(parents=True, exist_ok=True)
         stamp.write_text(json.dumps({"missing": missing, "seen": time.time()}) + "\n")
         if not missing:  # a new stamp with nothing missing triggers nothing
             os.utime(stamp, (0, 0))
     return str(stamp)
+
+
+def _mtime_local(path: str) -> float | None:
+    return os.path.getmtime(path) if os.path.exists(path) else None
 
 
 def file_state(path: str | Path) -> str:
@@ -109,15 +139,21 @@ class Manifest:
         return list(self.doc["files"])
 
     def file(self, name: str) -> Path:
-        """The file listed as `name`, refused if it is gone or its size changed since."""
+        """The file listed as `name` (beside the manifest), refused if it is gone or its size
+        changed since."""
         if name not in self.doc["files"]:
             raise ManifestError(f"{self.path}: lists no file {name!r}")
         entry = self.doc["files"][name]
-        path = Path(entry["path"])
+        path = self.path.parent / entry["path"]
         if not path.is_file() or path.stat().st_size != entry["bytes"]:
             raise ManifestError(f"{path}: changed since {self.path} listed it; rerun snakemake to rebuild both")
         return path
 
     def identity(self) -> dict[str, Any]:
-        """What a result made from this manifest records of it."""
-        return {"manifest": str(self.path), "sha256": self.sha256, "settings": self.settings}
+        """What a result made from this manifest records of it: its content, not where it lies
+        (a job's copy of it may lie elsewhere on each node)."""
+        return {"sha256": self.sha256, "settings": self.settings}
+
+    def input_sha256(self, name: str) -> str:
+        """The SHA-256 of a manifest this one was made from."""
+        return self.doc["inputs"][name]["sha256"]

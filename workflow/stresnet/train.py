@@ -183,7 +183,8 @@ class Diverged(InputError):
 
 
 def file_identity(path: str) -> dict[str, Any]:
-    return {"path": path, "sha256": file_sha256(path)}
+    """What a run records of a file it starts from: its content (a job's copy of it may lie elsewhere)."""
+    return {"sha256": file_sha256(path)}
 
 class Trainer:
     """The training loop of one phase (after nanoGPT's train.py).
@@ -210,7 +211,10 @@ class Trainer:
             log.info("rank %d of %d (local rank %s) on %s", self.rank, self.world, os.environ.get("LOCAL_RANK"),
                      self.device)
         self.main = self.rank == 0
-        self.lock = OutputLock(self.out) if self.main else None
+        # checkpoint.pt, the lock and TensorBoard's files: beside the outputs, or in --state-dir, a
+        # folder every node sees, so that a job retried elsewhere (node-local scratch) resumes
+        self.state = Path(args.state_dir) if getattr(args, "state_dir", None) else self.out
+        self.lock = OutputLock(self.state) if self.main else None
         if self.lock and self.lock.removed:
             log.info("removed temporary files of writers that are gone: %s", [p.name for p in self.lock.removed])
         torch.manual_seed(cfg["seed"])
@@ -254,7 +258,7 @@ class Trainer:
         self.optimizer = sgd(self.model, cfg)
         self.net = (DistributedDataParallel(self.model, device_ids=[self.device] if self.device.type == "cuda" else None)
                     if self.ddp else self.model)
-        self.state_file = self.out / "checkpoint.pt"
+        self.state_file = self.state / "checkpoint.pt"
         self.curves: list[dict[str, float]] = []
         self.start = self._resume()
 
@@ -338,11 +342,11 @@ class Trainer:
         log.info("settings: %s", json.dumps(self.cfg, sort_keys=True))
         log.info("speed: %s", json.dumps(self.speed, sort_keys=True))
         log.info(self.micro_reason)
-        for name in ("frames", "flow"):
+        for name, path in (("frames", self.args.frames_manifest), ("flow", self.args.flow_manifest)):
             if self.identity[name]:
-                log.info("%s: %s (sha256 %s)", name, self.identity[name]["manifest"], self.identity[name]["sha256"][:16])
-        for model in self.identity["init"]:
-            log.info("starts from: %s (sha256 %s)", model["path"], model["sha256"][:16])
+                log.info("%s: %s (sha256 %s)", name, path, self.identity[name]["sha256"][:16])
+        for path, model in zip(self.args.init, self.identity["init"]):
+            log.info("starts from: %s (sha256 %s)", path, model["sha256"][:16])
 
     def _own_log(self) -> str:
         """What this process wrote to its job's log (--log, appended to by each attempt): a model
@@ -359,7 +363,7 @@ class Trainer:
             return None
         from torch.utils.tensorboard import SummaryWriter
 
-        return SummaryWriter(str(self.out / "tensorboard"))
+        return SummaryWriter(str(self.state / "tensorboard"))
 
     def _write_curves(self) -> None:
         with open(self.out / "curves.csv", "w", newline="") as f:
@@ -457,6 +461,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", required=True)
     p.add_argument("--device", default="auto", choices=["auto", "cpu"])
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--state-dir", help="checkpoint.pt, its lock and TensorBoard's files (default: beside the outputs); "
+                                       "a folder every node sees, for jobs retried on another node")
     p.add_argument("--log", help="the job's log file, appended to: its part from this process is kept in model.pt")
     return p
 

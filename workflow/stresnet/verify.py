@@ -26,7 +26,7 @@ def verify_manifest(path: str | Path) -> tuple[int, list[str]]:
     manifest = Manifest(path, doc.get("stage", ""))
     problems = []
     for name, entry in manifest.doc["files"].items():
-        file = Path(entry["path"])
+        file = manifest.path.parent / entry["path"]
         rebuild = f"rebuild it: snakemake --force {file}, then snakemake"
         if not file.is_file():
             problems.append(f"{file}: missing ({manifest.path} lists it); {rebuild}")
