@@ -21,14 +21,14 @@ implementation without the test would.
 from __future__ import annotations
 
 import functools
-import logging
 from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-log = logging.getLogger(__name__)
+from .compiled import Fused
+
 DEFAULTS: dict[str, Any] = {"tau": 0.25, "lambda": 0.15, "theta": 0.3, "scales_number": 5,
                             "warpings_number": 5, "epsilon": 0.01, "inner_iterations": 30,
                             "outer_iterations": 10, "scale_step": 0.8, "gamma": 0.0,
@@ -267,24 +267,6 @@ def linearise(i0: torch.Tensor, i1: torch.Tensor, i1x: torch.Tensor, i1y: torch.
     rho_c = i1w - i1wx * u[:, 0] - i1wy * u[:, 1] - i0  # rho(u) = rho_c + grad I1(x + u0) . u
     g = [i1wx, i1wy] + ([torch.full_like(i1wx, gamma)] if u.shape[1] == 3 else [])
     return torch.stack(g, 1), rho_c, grad
-
-
-class Fused:
-    """A function run through torch.compile (one graph for every batch and image size), or
-    as it is where compilation fails (no C++ compiler, no Triton): the unfused path, warned once."""
-
-    def __init__(self, fn: Callable[..., Any]):
-        self.fn, self.compiled = fn, torch.compile(fn, dynamic=True)
-
-    def __call__(self, *args: Any) -> Any:
-        if self.compiled is not None:
-            try:
-                return self.compiled(*args)
-            except Exception as e:  # noqa: BLE001 - any failure of the compiler; eager reraises real faults
-                log.warning("torch.compile failed for %s (%s); running it unfused",
-                            self.fn.__name__, str(e).splitlines()[0] if str(e) else type(e).__name__)
-                self.compiled = None
-        return self.fn(*args)
 
 
 class Solver:

@@ -1,9 +1,144 @@
-"""Sub-batch normalisation (Sec. 3.3): batch statistics over small groups of videos."""
+"""Sub-batch normalisation (Sec. 3.3): batch statistics over small groups of videos.
+
+All groups of a micro-batch are normalised by one set of batched ops over a (groups, n, C, H, W)
+view (two sets when the last group is smaller), not by one BatchNorm2d call per group: each op
+is a kernel launch, and at Table 2's groups a per-group loop made a training step 13 times as
+many ops as one BatchNorm2d (docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from ..compiled import Fused
 from .temporal import ChunkAware
+
+REDUCED = (1, 3, 4)  # of a (groups, n, C, H, W) view: the group's samples and pixels
+
+
+def _groups(x: Tensor, size: int) -> list[Tensor]:
+    """A (groups, size, ...) view of the whole groups of `x` (at least one), and a (1, rest, ...)
+    view of the rest if any."""
+    whole = x.shape[0] // size * size
+    if whole == x.shape[0]:
+        return [x.unflatten(0, (-1, size))]
+    return [x[:whole].unflatten(0, (-1, size)), x[whole:].unsqueeze(0)]
+
+
+def _stats_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float32, or float64 for float64 input: what BatchNorm accumulates bf16 and fp16 inputs in."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _addcmul_into(out: Tensor, base: Tensor, a: Tensor, b: Tensor) -> None:
+    """out = base + a * b, `out` a view of a larger tensor (which torch.compile cannot take as out=)."""
+    if torch.compiler.is_compiling():
+        out.copy_(torch.addcmul(base, a, b))
+    else:
+        torch.addcmul(base, a, b, out=out)
+
+
+def group_norm_forward(x: Tensor, weight: Tensor | None, bias: Tensor | None, size: int,
+                       eps: float) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Training-mode batch norm of each group of `size` samples of `x` (N, C, H, W); `weight`
+    and `bias` are (C, 1, 1) views of the parameters (a parameter's size would be static to
+    torch.compile, which would compile once per channel count).
+
+    Returns the output (in x's dtype and layout) and each group's mean, biased variance,
+    invstd = 1 / sqrt(var + eps) and scale = invstd * weight, as (groups, 1, C, 1, 1) in float32
+    (float64 for float64 input).
+    """
+    y = torch.empty_like(x)
+    stats = []
+    for x5, y5 in zip(_groups(x, size), _groups(y, size)):
+        var, mean = torch.var_mean(x5.to(_stats_dtype(x.dtype)), dim=REDUCED, correction=0, keepdim=True)
+        invstd = torch.rsqrt(var + eps)
+        scale = invstd if weight is None else invstd * weight
+        shift = -mean * scale if bias is None else torch.addcmul(bias, mean, scale, value=-1)
+        _addcmul_into(y5, shift, x5, scale)  # aten's CPU form: x * invstd * w + (b - mean * invstd * w)
+        stats.append((mean, var, invstd, scale))
+    return y, *(s[0] if len(stats) == 1 else torch.cat(s) for s in zip(*stats))
+
+
+def group_norm_backward(dy: Tensor, x: Tensor, mean: Tensor, invstd: Tensor, scale: Tensor,
+                        size: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Gradients of group_norm_forward's output for x, weight and bias, in closed form: aten's
+    batch-norm backward for each group, dx = (dy - sum(dy)/M - (x - mean) * dotp * invstd^2/M) *
+    invstd * w with dotp = sum(dy * (x - mean)), M values per channel in a group."""
+    dx = torch.empty_like(x)
+    sets = list(zip(_groups(dy, size), _groups(x, size), _groups(dx, size)))
+    dweight, dbias, first = [], [], 0
+    for dy5, x5, dx5 in sets:
+        g, n, _, h, w = x5.shape
+        rows, first = slice(first, first + g), first + g
+        mean5, invstd5, scale5 = (t if len(sets) == 1 else t[rows] for t in (mean, invstd, scale))
+        xmu = x5.to(mean5.dtype) - mean5
+        sum_dy = dy5.sum(REDUCED, keepdim=True, dtype=mean5.dtype)
+        dotp_invstd = (dy5 * xmu).sum(REDUCED, keepdim=True) * invstd5
+        per_value = scale5 / -(n * h * w)
+        _addcmul_into(dx5, sum_dy * per_value, xmu, dotp_invstd * invstd5 * per_value)
+        dx5.addcmul_(dy5, scale5)
+        dweight.append(dotp_invstd.sum((0, 1, 3, 4)))
+        dbias.append(sum_dy.sum((0, 1, 3, 4)))
+    return dx, functools.reduce(torch.add, dweight), functools.reduce(torch.add, dbias)
+
+
+@functools.lru_cache(maxsize=None)
+def _kernels(fuse: bool, eps: float) -> tuple[Any, Any]:
+    """group_norm_forward for one eps (a constant to torch.compile, not an input) and
+    group_norm_backward, run through torch.compile if `fuse`."""
+
+    def forward(x: Tensor, weight: Tensor | None, bias: Tensor | None, size: int) -> tuple[Tensor, ...]:
+        return group_norm_forward(x, weight, bias, size, eps)
+
+    forward.__name__ = group_norm_forward.__name__  # the name Fused's warning gives
+    return (Fused(forward), Fused(group_norm_backward)) if fuse else (forward, group_norm_backward)
+
+
+class _GroupNorm(torch.autograd.Function):
+    """group_norm_forward with group_norm_backward as its gradient; also returns the groups'
+    mean and variance (no gradient) for the running statistics. Autocast off inside: the
+    functions choose their dtypes as BatchNorm does."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, weight: Tensor | None, bias: Tensor | None, size: int, eps: float,
+                fuse: bool) -> tuple[Tensor, Tensor, Tensor]:
+        weight, bias = (None if p is None else p.view(-1, 1, 1) for p in (weight, bias))
+        with torch.autocast(x.device.type, enabled=False):
+            y, mean, var, invstd, scale = _kernels(fuse, eps)[0](x, weight, bias, size)
+        ctx.save_for_backward(x, mean, invstd, scale)
+        ctx.size, ctx.backward_kernel = size, _kernels(fuse, eps)[1]
+        ctx.mark_non_differentiable(mean, var)
+        ctx.set_materialize_grads(False)
+        return y, mean, var
+
+    @staticmethod
+    def backward(ctx: Any, dy: Tensor | None, *_: Any) -> tuple[Tensor | None, ...]:
+        if dy is None:
+            return (None,) * 6
+        x, mean, invstd, scale = ctx.saved_tensors
+        with torch.autocast(dy.device.type, enabled=False):
+            dx, dweight, dbias = ctx.backward_kernel(dy, x, mean, invstd, scale, ctx.size)
+        need = ctx.needs_input_grad
+        return (dx if need[0] else None, dweight if need[1] else None, dbias if need[2] else None,
+                None, None, None)
+
+
+@functools.lru_cache(maxsize=64)
+def _update_weights(groups: int, count: int, last: int, momentum: float | None, dtype: torch.dtype,
+                    device: torch.device) -> tuple[Tensor, Tensor]:
+    """Per-group weights of the closed-form running-statistics update (see _update_running_stats)
+    for `groups` groups, of `count` values per channel but the last (`last`): (1 - m)^(G - g)
+    (all 1 for momentum None), and the same times count / (count - 1) for the unbiased variance."""
+    ages = range(groups - 1, -1, -1)
+    mean_w = [1.0 if momentum is None else (1 - momentum) ** a for a in ages]
+    counts = [count] * (groups - 1) + [last]
+    var_w = [w * c / (c - 1) for w, c in zip(mean_w, counts)]
+    return torch.tensor(mean_w, dtype=dtype, device=device), torch.tensor(var_w, dtype=dtype, device=device)
 
 
 class SubBatchNorm2d(nn.BatchNorm2d, ChunkAware):
@@ -13,7 +148,13 @@ class SubBatchNorm2d(nn.BatchNorm2d, ChunkAware):
     normalised as if it were its own forward pass, the last group taking what is left, and the
     running statistics are updated once per group in order, exactly as when the groups are run
     one after another (e.g. by gradient accumulation). Eval mode is plain BatchNorm2d.
+
+    `fuse` runs the batched ops through torch.compile (unfused where compilation fails); None:
+    on CUDA, where each op is a kernel launch, and not on the CPU, where compiling costs more
+    than launching.
     """
+
+    fuse: bool | None = None
 
     def __init__(self, num_features: int, videos: int, **kwargs) -> None:
         super().__init__(num_features, **kwargs)
@@ -22,10 +163,38 @@ class SubBatchNorm2d(nn.BatchNorm2d, ChunkAware):
         self.videos = videos
 
     def forward(self, x: Tensor) -> Tensor:
-        if not self.training:
+        size = self.videos * self.chunks
+        if not self.training or x.shape[0] <= size:
             return super().forward(x)
-        norm = super().forward
-        return torch.cat([norm(group) for group in x.split(self.videos * self.chunks)])
+        self._check_input_dim(x)
+        last = x.shape[0] % size or size
+        if last * x.shape[2] * x.shape[3] == 1:  # as F.batch_norm refuses the last group on its own
+            raise ValueError(f"Expected more than 1 value per channel when training, got input size "
+                             f"{torch.Size([last, *x.shape[1:]])}")
+        fuse = x.is_cuda if self.fuse is None else self.fuse
+        y, mean, var = _GroupNorm.apply(x, self.weight, self.bias, size, self.eps, fuse)
+        if self.track_running_stats:
+            self._update_running_stats(mean, var, size * x.shape[2] * x.shape[3], last * x.shape[2] * x.shape[3])
+        return y
+
+    @torch.no_grad()
+    def _update_running_stats(self, mean: Tensor, var: Tensor, count: int, last: int) -> None:
+        """BatchNorm2d's update once per group, in order, in closed form. With momentum m over
+        G groups: r <- (1 - m)^G r + sum_g m (1 - m)^(G - g) x_g; momentum None (the cumulative
+        average of all batches so far, n of them before): r <- (n r + sum_g x_g) / (n + G). The
+        variance enters unbiased, times count / (count - 1), as in BatchNorm2d."""
+        groups = mean.shape[0]
+        if self.momentum is None:
+            before = int(self.num_batches_tracked)  # BatchNorm2d reads it too (float(...))
+            alpha, beta = 1 / (before + groups), before / (before + groups)
+        else:
+            alpha, beta = self.momentum, (1 - self.momentum) ** groups
+        mean_w, var_w = _update_weights(groups, count, last, self.momentum, self.running_mean.dtype,
+                                        self.running_mean.device)
+        with torch.autocast(mean.device.type, enabled=False):
+            self.running_mean.addmv_(mean.flatten(1).t().to(mean_w.dtype), mean_w, beta=beta, alpha=alpha)
+            self.running_var.addmv_(var.flatten(1).t().to(var_w.dtype), var_w, beta=beta, alpha=alpha)
+        self.num_batches_tracked.add_(groups)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, videos={self.videos}"

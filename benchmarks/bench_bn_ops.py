@@ -1,0 +1,192 @@
+"""Ops per training pass (forward, summed loss, backward) of each Table 2 phase with sub-batch
+BN (Sec. 3.3) at its BN groups, against the same micro-batch in one BN group:
+
+  one group       every BatchNorm2d normalises the whole micro-batch (the floor)
+  loop            one BatchNorm2d call per group (SubBatchNorm2d before issue 21)
+  batched         one set of batched ops for all groups (SubBatchNorm2d now, unfused: the CPU's path)
+  batched, fused  the same through torch.compile (SubBatchNorm2d's path on CUDA)
+
+Two counts. "dispatch": a TorchDispatchMode counting every aten op that reaches the dispatcher
+below autograd, views included (they launch no kernel, so they are also given apart); it cannot
+see into compiled code (it runs it unfused), so the fused variant has no such count.
+"profiler": torch.profiler's CPU events that are aten ops or kernels of compiled graphs and not
+inside another such event: ops as called from Python or autograd, each compiled kernel once.
+Op counts do not depend on the image size: crops are small. Also the wall time of one pass
+(median of --repeats after a warm-up, which compiles the fused variant).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import statistics
+import time
+import types
+
+import torch
+import torch._inductor.config
+import yaml
+from torch import nn
+from torch.profiler import ProfilerActivity, profile
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from bench_micro_batch import model_of
+from common import write_section
+from stresnet.batching import probe_batch
+from stresnet.models import SubBatchNorm2d, convert_sub_batch_norm
+from stresnet.models.temporal import set_chunks
+from stresnet.runtime import channels_last, setup_process
+from stresnet.train import clip_loss
+
+# clips per micro-batch: motion 256 = 86 + 86 + 84 (Table 2's SGD batch in one pass, a smaller
+# last group), appearance 32 groups of 8, ST-ResNet 16 groups of 4 x 5 chunks, ST-ResNet* 4 x 11
+MICRO = {"motion": 256, "appearance": 256, "st_resnet": 64, "st_resnet_star": 16}
+VARIANTS = ("one group", "loop", "batched", "batched, fused")
+
+
+class OpCount(TorchDispatchMode):
+    """Counts the aten ops run inside it, by op."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: collections.Counter = collections.Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops[func] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def profiled_ops(run) -> int:
+    """Aten ops and compiled kernels that `run` calls from Python or autograd, from the profiler."""
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        run()
+
+    def counted(e) -> bool:
+        return e.name.startswith("aten::") or "cpp_fused" in e.name
+
+    def nested(e) -> bool:
+        p = e.cpu_parent
+        while p is not None and not counted(p):
+            p = p.cpu_parent
+        return p is not None
+
+    return sum(1 for e in prof.events() if counted(e) and not nested(e))
+
+
+def loop_forward(self: SubBatchNorm2d, x: torch.Tensor) -> torch.Tensor:
+    """SubBatchNorm2d.forward before issue 21: one BatchNorm2d call per group."""
+    if not self.training:
+        return nn.BatchNorm2d.forward(self, x)
+    norm = super(SubBatchNorm2d, self).forward
+    return torch.cat([norm(group) for group in x.split(self.videos * self.chunks)])
+
+
+def with_variant(model: nn.Module, variant: str, bn: int, micro: int) -> nn.Module:
+    """`model` with its BatchNorm2d layers made sub-batch BN of `variant`."""
+    convert_sub_batch_norm(model, micro if variant == "one group" else bn)
+    for m in model.modules():
+        if isinstance(m, SubBatchNorm2d):
+            m.fuse = variant == "batched, fused"
+            if variant == "loop":
+                m.forward = types.MethodType(loop_forward, m)
+    return model.to(memory_format=torch.channels_last).train()
+
+
+def measure(run, repeats: int, dispatch: bool) -> dict:
+    """Op counts and median seconds of `run` (one training pass), after a warm-up."""
+    run()
+    r = {"profiler": profiled_ops(run), "dispatch": None, "views": None, "by_op": collections.Counter()}
+    if dispatch:
+        with OpCount() as count:
+            run()
+        r.update(dispatch=sum(count.ops.values()), views=sum(n for op, n in count.ops.items() if op.is_view),
+                 by_op=count.ops)
+    times = []
+    for _ in range(repeats):
+        tic = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - tic)
+    r["seconds"] = statistics.median(times) if times else None
+    return r
+
+
+def training_pass(phase: str, variant: str, cfg: dict, micro: int, size: int):
+    model = with_variant(model_of(phase), variant, cfg["bn_batch"], micro)
+    batch = {k: channels_last(v) for k, v in probe_batch(phase, micro, cfg["chunks"], size, torch.device("cpu")).items()}
+
+    def run() -> None:
+        loss, _ = clip_loss(model, phase, batch, cfg["chunks"])
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+    return run
+
+
+def one_layer(variant: str, groups: int) -> tuple[collections.Counter, int]:
+    """Dispatch ops by op, and profiler ops, of one layer's forward and backward (64 channels, 8 x 8)."""
+    layer = with_variant(nn.Sequential(nn.BatchNorm2d(64)), variant, 2, 2 * groups)
+    set_chunks(layer, 1)
+    x = channels_last(torch.randn(2 * groups, 64, 8, 8)).requires_grad_()
+    dy = torch.randn_like(x)
+
+    def run() -> None:
+        layer(x).backward(dy)
+    r = measure(run, 0, variant != "batched, fused")
+    return r["by_op"], r["profiler"]
+
+
+def fmt(n) -> str:
+    return "n/a" if n is None else str(n)
+
+
+def by_op(ops: collections.Counter) -> str:
+    return ", ".join(f"{str(op).removeprefix('aten.')} {n}" for op, n in ops.most_common()) or "not visible"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--size", type=int, default=32, help="crop side (op counts do not depend on it)")
+    p.add_argument("--repeats", type=int, default=3, help="timed passes per variant (0: count only)")
+    p.add_argument("--phases", nargs="*", default=list(MICRO))
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--note", default="", help="how busy the machine was, for the write-up")
+    p.add_argument("--no-write", action="store_true")
+    a = p.parse_args()
+    setup_process(a.threads)
+    torch._inductor.config.cpp.enable_kernel_profile = True  # compiled kernels as profiler events
+    table2 = yaml.safe_load(open("config.yaml"))["train"]
+
+    layer = {v: one_layer(v, 4) for v in VARIANTS}
+    layer_lines = [f"- {v}: {fmt(sum(ops.values()) if ops else None)} dispatch ops ({by_op(ops)}); {prof} profiler ops"
+                   for v, (ops, prof) in layer.items()]
+    print("\n".join(layer_lines), flush=True)
+
+    lines = ["| phase | micro-batch (clips x chunks) | BN groups | variant | dispatch ops (views) | vs one group "
+             "| profiler ops | vs one group | s per pass |",
+             "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for phase in a.phases:
+        cfg, micro = table2[phase], MICRO[phase]
+        groups = -(-micro // cfg["bn_batch"])
+        rows = {v: measure(training_pass(phase, v, cfg, micro, a.size), a.repeats, v != "batched, fused")
+                for v in VARIANTS}
+        floor = rows["one group"]
+        for v, r in rows.items():
+            ratio = "n/a" if r["dispatch"] is None else f"{r['dispatch'] / floor['dispatch']:.2f}x"
+            seconds = "n/a" if r["seconds"] is None else f"{r['seconds']:.2f}"
+            line = (f"| {phase} | {micro} x {cfg['chunks']} | {1 if v == 'one group' else groups} | {v} "
+                    f"| {fmt(r['dispatch'])} ({fmt(r['views'])}) | {ratio} | {r['profiler']} "
+                    f"| {r['profiler'] / floor['profiler']:.2f}x | {seconds} |")
+            print(line, flush=True)
+            lines.append(line)
+    body = (f"Crops {a.size}x{a.size}, fp32 on the CPU, ResNet-50 streams with 101 classes; one training pass = "
+            "forward, Sec. 3.4's summed loss, backward. Dispatch ops: a TorchDispatchMode counting every aten op "
+            "below autograd (views in brackets; it cannot see into compiled code). Profiler ops: torch.profiler's "
+            "aten ops called from Python or autograd plus the kernels of compiled graphs. Seconds: median of "
+            f"{a.repeats} passes after a warm-up{'; ' + a.note if a.note else ''}.\n\n" + "\n".join(lines)
+            + "\n\nOne layer, forward and backward (64 channels, 8x8, 4 groups of 2):\n\n" + "\n".join(layer_lines))
+    print(body)
+    if not a.no_write:
+        write_section("Sub-batch BN: ops per training pass (issue 21)", body)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,28 @@
+"""torch.compile with a way out: the unfused function where compilation fails."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+class Fused:
+    """A function run through torch.compile (one graph for every batch and image size), or
+    as it is where compilation fails (no C++ compiler, no Triton): the unfused path, warned once."""
+
+    def __init__(self, fn: Callable[..., Any]):
+        self.fn, self.compiled = fn, torch.compile(fn, dynamic=True)
+
+    def __call__(self, *args: Any) -> Any:
+        if self.compiled is not None:
+            try:
+                return self.compiled(*args)
+            except Exception as e:  # noqa: BLE001 - any failure of the compiler; eager reraises real faults
+                log.warning("torch.compile failed for %s (%s); running it unfused",
+                            self.fn.__name__, str(e).splitlines()[0] if str(e) else type(e).__name__)
+                self.compiled = None
+        return self.fn(*args)
