@@ -42,15 +42,35 @@ def _addcmul_into(out: Tensor, base: Tensor, a: Tensor, b: Tensor) -> None:
         torch.addcmul(base, a, b, out=out)
 
 
-def group_norm_forward(x: Tensor, weight: Tensor | None, bias: Tensor | None, size: int,
-                       eps: float) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Training-mode batch norm of each group of `size` samples of `x` (N, C, H, W); `weight`
-    and `bias` are (C, 1, 1) views of the parameters (a parameter's size would be static to
-    torch.compile, which would compile once per channel count).
+def _update_running(running: tuple[Tensor, Tensor, Tensor], mean: Tensor, var: Tensor,
+                    momentum: float | None) -> None:
+    """BatchNorm2d's update of the running statistics once per group, in order, in closed form,
+    from each group's mean and unbiased variance (groups, C). With momentum m over G groups:
+    r <- (1 - m)^G r + sum_g m (1 - m)^(G - g) x_g; with momentum None (the average of all n + G
+    batches so far): r <- (n r + sum_g x_g) / (n + G). No value is read back from the device."""
+    running_mean, running_var, tracked = running
+    groups = mean.shape[0]
+    if momentum is None:
+        before = tracked.to(mean.dtype)
+        beta, weight = before / (before + groups), (before + groups).reciprocal().expand(groups)
+    else:
+        decay = torch.pow(1 - momentum, torch.arange(groups, -1, -1, dtype=mean.dtype, device=mean.device))
+        beta, weight = decay[0], momentum * decay[1:]  # (1 - m)^G, and m (1 - m)^(G - g) for g = 1..G
+    for r, stat in ((running_mean, mean), (running_var, var)):
+        r.mul_(beta).addmv_(stat.t().to(r.dtype), weight.to(r.dtype))
+    tracked.add_(groups)
 
-    Returns the output (in x's dtype and layout) and each group's mean, biased variance,
-    invstd = 1 / sqrt(var + eps) and scale = invstd * weight, as (groups, 1, C, 1, 1) in float32
-    (float64 for float64 input).
+
+def group_norm_forward(x: Tensor, weight: Tensor | None, bias: Tensor | None, size: int, eps: float,
+                       momentum: float | None, running: tuple[Tensor, Tensor, Tensor] | None
+                       ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Training-mode batch norm of each group of `size` samples of `x` (N, C, H, W), and the
+    update of the `running` (mean, var, batches tracked) buffers if given. `weight` and `bias`
+    are (C, 1, 1) views of the parameters (a parameter's size would be static to torch.compile,
+    which would compile once per channel count).
+
+    Returns the output (in x's dtype and layout) and each group's mean, invstd = 1 / sqrt(var +
+    eps) and scale = invstd * weight, as (groups, 1, C, 1, 1) in float32 (float64 for float64 input).
     """
     y = torch.empty_like(x)
     stats = []
@@ -60,8 +80,12 @@ def group_norm_forward(x: Tensor, weight: Tensor | None, bias: Tensor | None, si
         scale = invstd if weight is None else invstd * weight
         shift = -mean * scale if bias is None else torch.addcmul(bias, mean, scale, value=-1)
         _addcmul_into(y5, shift, x5, scale)  # aten's CPU form: x * invstd * w + (b - mean * invstd * w)
-        stats.append((mean, var, invstd, scale))
-    return y, *(s[0] if len(stats) == 1 else torch.cat(s) for s in zip(*stats))
+        count = x5.shape[1] * x5.shape[3] * x5.shape[4]
+        stats.append((mean, invstd, scale, var * (count / (count - 1))))  # the running variance is unbiased
+    mean, invstd, scale, unbiased = (s[0] if len(stats) == 1 else torch.cat(s) for s in zip(*stats))
+    if running is not None:
+        _update_running(running, mean.flatten(1), unbiased.flatten(1), momentum)
+    return y, mean, invstd, scale
 
 
 def group_norm_backward(dy: Tensor, x: Tensor, mean: Tensor, invstd: Tensor, scale: Tensor,
@@ -88,57 +112,41 @@ def group_norm_backward(dy: Tensor, x: Tensor, mean: Tensor, invstd: Tensor, sca
 
 
 @functools.lru_cache(maxsize=None)
-def _kernels(fuse: bool, eps: float) -> tuple[Any, Any]:
-    """group_norm_forward for one eps (a constant to torch.compile, not an input) and
+def _kernels(fuse: bool, eps: float, momentum: float | None) -> tuple[Any, Any]:
+    """group_norm_forward for one eps and momentum (constants to torch.compile, not inputs) and
     group_norm_backward, run through torch.compile if `fuse`."""
 
-    def forward(x: Tensor, weight: Tensor | None, bias: Tensor | None, size: int) -> tuple[Tensor, ...]:
-        return group_norm_forward(x, weight, bias, size, eps)
+    def forward(x: Tensor, weight: Tensor | None, bias: Tensor | None, size: int,
+                running: tuple[Tensor, Tensor, Tensor] | None) -> tuple[Tensor, ...]:
+        return group_norm_forward(x, weight, bias, size, eps, momentum, running)
 
     forward.__name__ = group_norm_forward.__name__  # the name Fused's warning gives
     return (Fused(forward), Fused(group_norm_backward)) if fuse else (forward, group_norm_backward)
 
 
 class _GroupNorm(torch.autograd.Function):
-    """group_norm_forward with group_norm_backward as its gradient; also returns the groups'
-    mean and variance (no gradient) for the running statistics. Autocast off inside: the
-    functions choose their dtypes as BatchNorm does."""
+    """A pair of _kernels: group_norm_forward (which also updates the running statistics) with
+    group_norm_backward as its gradient. Autocast is off inside: they choose their dtypes as
+    BatchNorm does (float32 statistics, output in the input's dtype)."""
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, weight: Tensor | None, bias: Tensor | None, size: int, eps: float,
-                fuse: bool) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(ctx: Any, x: Tensor, weight: Tensor | None, bias: Tensor | None, size: int,
+                running: tuple[Tensor, Tensor, Tensor] | None, kernels: tuple[Any, Any]) -> Tensor:
         weight, bias = (None if p is None else p.view(-1, 1, 1) for p in (weight, bias))
         with torch.autocast(x.device.type, enabled=False):
-            y, mean, var, invstd, scale = _kernels(fuse, eps)[0](x, weight, bias, size)
+            y, mean, invstd, scale = kernels[0](x, weight, bias, size, running)
         ctx.save_for_backward(x, mean, invstd, scale)
-        ctx.size, ctx.backward_kernel = size, _kernels(fuse, eps)[1]
-        ctx.mark_non_differentiable(mean, var)
-        ctx.set_materialize_grads(False)
-        return y, mean, var
+        ctx.size, ctx.backward_kernel = size, kernels[1]
+        return y
 
     @staticmethod
-    def backward(ctx: Any, dy: Tensor | None, *_: Any) -> tuple[Tensor | None, ...]:
-        if dy is None:
-            return (None,) * 6
+    def backward(ctx: Any, dy: Tensor) -> tuple[Tensor | None, ...]:
         x, mean, invstd, scale = ctx.saved_tensors
         with torch.autocast(dy.device.type, enabled=False):
             dx, dweight, dbias = ctx.backward_kernel(dy, x, mean, invstd, scale, ctx.size)
         need = ctx.needs_input_grad
         return (dx if need[0] else None, dweight if need[1] else None, dbias if need[2] else None,
                 None, None, None)
-
-
-@functools.lru_cache(maxsize=64)
-def _update_weights(groups: int, count: int, last: int, momentum: float | None, dtype: torch.dtype,
-                    device: torch.device) -> tuple[Tensor, Tensor]:
-    """Per-group weights of the closed-form running-statistics update (see _update_running_stats)
-    for `groups` groups, of `count` values per channel but the last (`last`): (1 - m)^(G - g)
-    (all 1 for momentum None), and the same times count / (count - 1) for the unbiased variance."""
-    ages = range(groups - 1, -1, -1)
-    mean_w = [1.0 if momentum is None else (1 - momentum) ** a for a in ages]
-    counts = [count] * (groups - 1) + [last]
-    var_w = [w * c / (c - 1) for w, c in zip(mean_w, counts)]
-    return torch.tensor(mean_w, dtype=dtype, device=device), torch.tensor(var_w, dtype=dtype, device=device)
 
 
 class SubBatchNorm2d(nn.BatchNorm2d, ChunkAware):
@@ -172,29 +180,8 @@ class SubBatchNorm2d(nn.BatchNorm2d, ChunkAware):
             raise ValueError(f"Expected more than 1 value per channel when training, got input size "
                              f"{torch.Size([last, *x.shape[1:]])}")
         fuse = x.is_cuda if self.fuse is None else self.fuse
-        y, mean, var = _GroupNorm.apply(x, self.weight, self.bias, size, self.eps, fuse)
-        if self.track_running_stats:
-            self._update_running_stats(mean, var, size * x.shape[2] * x.shape[3], last * x.shape[2] * x.shape[3])
-        return y
-
-    @torch.no_grad()
-    def _update_running_stats(self, mean: Tensor, var: Tensor, count: int, last: int) -> None:
-        """BatchNorm2d's update once per group, in order, in closed form. With momentum m over
-        G groups: r <- (1 - m)^G r + sum_g m (1 - m)^(G - g) x_g; momentum None (the cumulative
-        average of all batches so far, n of them before): r <- (n r + sum_g x_g) / (n + G). The
-        variance enters unbiased, times count / (count - 1), as in BatchNorm2d."""
-        groups = mean.shape[0]
-        if self.momentum is None:
-            before = int(self.num_batches_tracked)  # BatchNorm2d reads it too (float(...))
-            alpha, beta = 1 / (before + groups), before / (before + groups)
-        else:
-            alpha, beta = self.momentum, (1 - self.momentum) ** groups
-        mean_w, var_w = _update_weights(groups, count, last, self.momentum, self.running_mean.dtype,
-                                        self.running_mean.device)
-        with torch.autocast(mean.device.type, enabled=False):
-            self.running_mean.addmv_(mean.flatten(1).t().to(mean_w.dtype), mean_w, beta=beta, alpha=alpha)
-            self.running_var.addmv_(var.flatten(1).t().to(var_w.dtype), var_w, beta=beta, alpha=alpha)
-        self.num_batches_tracked.add_(groups)
+        running = (self.running_mean, self.running_var, self.num_batches_tracked) if self.track_running_stats else None
+        return _GroupNorm.apply(x, self.weight, self.bias, size, running, _kernels(fuse, self.eps, self.momentum))
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, videos={self.videos}"
