@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from ..compiled import Fused
 from .temporal import ChunkAware
@@ -140,6 +141,7 @@ class _GroupNorm(torch.autograd.Function):
         return y
 
     @staticmethod
+    @once_differentiable  # no second derivatives: a double backward raises instead of going wrong
     def backward(ctx: Any, dy: Tensor) -> tuple[Tensor | None, ...]:
         x, mean, invstd, scale = ctx.saved_tensors
         with torch.autocast(dy.device.type, enabled=False):
