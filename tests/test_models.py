@@ -9,6 +9,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from stresnet.compiled import Fused
 from stresnet.models.checkpoint import weights_digest
 from stresnet.models import (
     MotionResidual,
@@ -437,6 +438,18 @@ def test_fused_sub_batch_bn_is_bn_of_each_group_in_turn():
         bn, sub = _per_group_reference(videos, chunks, momentum, fuse=True)
         x = (3 + 2 * torch.randn(clips * chunks, 3, 3, 2, dtype=torch.float64))
         _assert_same_as_groups_in_turn(bn, sub, x.contiguous(memory_format=torch.channels_last).requires_grad_())
+
+
+def test_fused_keeps_compiling_after_running_out_of_memory():
+    """Probing micro-batches on CUDA runs out of memory on purpose: that is no compiler failure,
+    so the compiled path must stay on (and the error reach the probe)."""
+    def runs_out(x: torch.Tensor) -> torch.Tensor:
+        raise torch.OutOfMemoryError("the probe's micro-batch is too large")
+
+    fused = Fused(runs_out)
+    with pytest.raises(torch.OutOfMemoryError, match="too large"):
+        fused(torch.zeros(2))
+    assert fused.compiled is not None
 
 
 def test_sub_batch_running_statistics_by_hand():

@@ -21,6 +21,8 @@ class Fused:
         if self.compiled is not None:
             try:
                 return self.compiled(*args)
+            except torch.OutOfMemoryError:  # the run's, not the compiler's: probing micro-batches meets it
+                raise
             except Exception as e:  # noqa: BLE001 - any failure of the compiler; eager reraises real faults
                 log.warning("torch.compile failed for %s (%s); running it unfused",
                             self.fn.__name__, str(e).splitlines()[0] if str(e) else type(e).__name__)
