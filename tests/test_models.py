@@ -430,6 +430,29 @@ def test_batched_sub_batch_bn_is_bn_of_each_group_in_turn(videos, chunks, clips,
     torch.testing.assert_close(F.relu(sub(x.detach()), inplace=True), expected, rtol=1e-12, atol=1e-12)
 
 
+def test_bf16_sub_batch_bn_keeps_statistics_in_float32():
+    """bf16 activations (CUDA's autocast) with float32 parameters, as BatchNorm2d takes them:
+    statistics in float32, output and input gradient in bf16, each one bf16 rounding (at most
+    2^-8 of the value, 8 bits) from float64 BatchNorm2d per group of the same values."""
+    torch.manual_seed(1)
+    bn = nn.BatchNorm2d(8)
+    _randomize_bn(bn)
+    sub, exact = convert_sub_batch_norm(copy.deepcopy(bn), videos=4), copy.deepcopy(bn).double()
+    x = (3 + 2 * torch.randn(20, 8, 5, 5)).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    x64 = x.detach().double().requires_grad_()
+    y, expected = sub(x), torch.cat([exact(group) for group in x64.split(4)])
+    assert y.dtype == torch.bfloat16 and sub.running_mean.dtype == torch.float32
+    one_rounding = {"rtol": 2**-8 + 1e-6, "atol": 1e-6}
+    torch.testing.assert_close(y.double(), expected, **one_rounding)
+    for name in ("running_mean", "running_var"):
+        torch.testing.assert_close(getattr(sub, name).double(), getattr(exact, name), rtol=1e-6, atol=1e-7, msg=name)
+    dy = torch.randn(y.shape).to(torch.bfloat16)
+    dx = torch.autograd.grad(y, x, dy)[0]
+    assert dx.dtype == torch.bfloat16
+    torch.testing.assert_close(dx.double(), torch.autograd.grad(expected, x64, dy.double())[0], **one_rounding)
+
+
 @pytest.mark.slow
 def test_fused_sub_batch_bn_is_bn_of_each_group_in_turn():
     """The torch.compile path SubBatchNorm2d takes on CUDA, here on the CPU (about two minutes of

@@ -106,8 +106,8 @@ def group_norm_backward(dy: Tensor, x: Tensor, mean: Tensor, invstd: Tensor, sca
         sum_dy = dy5.sum(REDUCED, keepdim=True, dtype=mean5.dtype)
         dotp_invstd = (dy5 * xmu).sum(REDUCED, keepdim=True) * invstd5
         per_value = scale5 / -(n * h * w)
-        _addcmul_into(dx5, sum_dy * per_value, xmu, dotp_invstd * invstd5 * per_value)
-        dx5.addcmul_(dy5, scale5)
+        # in float32 (float64) to the end: dx is rounded to a bf16 input's dtype once
+        _addcmul_into(dx5, torch.addcmul(sum_dy * per_value, xmu, dotp_invstd * invstd5 * per_value), dy5, scale5)
         dweight.append(dotp_invstd.sum((0, 1, 3, 4)))
         dbias.append(sum_dy.sum((0, 1, 3, 4)))
     return dx, functools.reduce(torch.add, dweight), functools.reduce(torch.add, dbias)
