@@ -35,7 +35,7 @@ from common import write_section
 from stresnet.batching import probe_batch
 from stresnet.models import SubBatchNorm2d, convert_sub_batch_norm
 from stresnet.models.temporal import set_chunks
-from stresnet.runtime import channels_last, setup_process
+from stresnet.runtime import autocast, channels_last, setup_process
 from stresnet.train import clip_loss
 
 # clips per micro-batch: motion 256 = 86 + 86 + 84 (Table 2's SGD batch in one pass, a smaller
@@ -63,11 +63,12 @@ def _is_view(name: str) -> bool:
     return bool(overloads) and all(o.is_view for o in overloads)
 
 
-def profiled_ops(run) -> tuple[int, int]:
+def profiled_ops(run, device: torch.device) -> tuple[int, int, int]:
     """Aten ops and compiled kernels that `run` calls from Python or autograd, from the profiler;
-    and how many of them are host-only: views, and the wrapping of Python numbers into tensors
-    before a compiled graph ("Pregraph bytecode")."""
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    how many of them are host-only: views, and the wrapping of Python numbers into tensors
+    before a compiled graph ("Pregraph bytecode"); and the CUDA kernel launches (0 on the CPU)."""
+    cuda = [ProfilerActivity.CUDA] if device.type == "cuda" else []
+    with profile(activities=[ProfilerActivity.CPU, *cuda]) as prof:
         run()
 
     def counted(e) -> bool:
@@ -81,7 +82,8 @@ def profiled_ops(run) -> tuple[int, int]:
 
     ops = [e for e in prof.events() if counted(e) and not any(counted(p) for p in parents(e))]
     host = [e for e in ops if _is_view(e.name) or any(p.name == "Pregraph bytecode" for p in parents(e))]
-    return len(ops), len(host)
+    launches = [e for e in prof.events() if e.name.startswith(("cudaLaunchKernel", "cuLaunchKernel"))]
+    return len(ops), len(host), len(launches)
 
 
 def loop_forward(self: SubBatchNorm2d, x: torch.Tensor) -> torch.Tensor:
@@ -92,7 +94,7 @@ def loop_forward(self: SubBatchNorm2d, x: torch.Tensor) -> torch.Tensor:
     return torch.cat([norm(group) for group in x.split(self.videos * self.chunks)])
 
 
-def with_variant(model: nn.Module, variant: str, bn: int, micro: int) -> nn.Module:
+def with_variant(model: nn.Module, variant: str, bn: int, micro: int, device: torch.device) -> nn.Module:
     """`model` with its BatchNorm2d layers made sub-batch BN of `variant`."""
     convert_sub_batch_norm(model, micro if variant == "one group" else bn)
     for m in model.modules():
@@ -100,14 +102,15 @@ def with_variant(model: nn.Module, variant: str, bn: int, micro: int) -> nn.Modu
             m.fuse = variant == "batched, fused"
             if variant == "loop":
                 m.forward = types.MethodType(loop_forward, m)
-    return model.to(memory_format=torch.channels_last).train()
+    return model.to(device, memory_format=torch.channels_last).train()
 
 
-def measure(run, repeats: int, dispatch: bool) -> dict:
+def measure(run, repeats: int, dispatch: bool, device: torch.device) -> dict:
     """Op counts and median seconds of `run` (one training pass), after a warm-up."""
     run()
-    profiled, host = profiled_ops(run)
-    r = {"profiler": profiled, "host": host, "dispatch": None, "views": None, "by_op": collections.Counter()}
+    profiled, host, launches = profiled_ops(run, device)
+    r = {"profiler": profiled, "host": host, "launches": launches, "dispatch": None, "views": None,
+         "by_op": collections.Counter()}
     if dispatch:
         with OpCount() as count:
             run()
@@ -117,33 +120,37 @@ def measure(run, repeats: int, dispatch: bool) -> dict:
     for _ in range(repeats):
         tic = time.perf_counter()
         run()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         times.append(time.perf_counter() - tic)
     r["seconds"] = statistics.median(times) if times else None
     return r
 
 
-def training_pass(phase: str, variant: str, cfg: dict, micro: int, size: int):
-    model = with_variant(model_of(phase), variant, cfg["bn_batch"], micro)
-    batch = {k: channels_last(v) for k, v in probe_batch(phase, micro, cfg["chunks"], size, torch.device("cpu")).items()}
+def training_pass(phase: str, variant: str, cfg: dict, micro: int, size: int, device: torch.device):
+    model = with_variant(model_of(phase), variant, cfg["bn_batch"], micro, device)
+    batch = {k: channels_last(v) for k, v in probe_batch(phase, micro, cfg["chunks"], size, device).items()}
 
     def run() -> None:
-        loss, _ = clip_loss(model, phase, batch, cfg["chunks"])
+        with autocast(device):  # bf16 on CUDA, as training runs
+            loss, _ = clip_loss(model, phase, batch, cfg["chunks"])
         loss.backward()
         model.zero_grad(set_to_none=True)
     return run
 
 
-def one_layer(variant: str, groups: int) -> tuple[collections.Counter, int]:
+def one_layer(variant: str, groups: int, device: torch.device) -> tuple[collections.Counter, str]:
     """Dispatch ops by op, and profiler ops, of one layer's forward and backward (64 channels, 8 x 8)."""
-    layer = with_variant(nn.Sequential(nn.BatchNorm2d(64)), variant, 2, 2 * groups)
+    layer = with_variant(nn.Sequential(nn.BatchNorm2d(64)), variant, 2, 2 * groups, device)
     set_chunks(layer, 1)
-    x = channels_last(torch.randn(2 * groups, 64, 8, 8)).requires_grad_()
+    x = channels_last(torch.randn(2 * groups, 64, 8, 8, device=device)).requires_grad_()
     dy = torch.randn_like(x)
 
     def run() -> None:
         layer(x).backward(dy)
-    r = measure(run, 0, variant != "batched, fused")
-    return r["by_op"], f"{r['profiler']} ({r['host']})"
+    r = measure(run, 0, variant != "batched, fused", device)
+    launches = f", {r['launches']} CUDA kernel launches" if device.type == "cuda" else ""
+    return r["by_op"], f"{r['profiler']} ({r['host']}) profiler ops (host-only){launches}"
 
 
 def fmt(n) -> str:
@@ -160,27 +167,30 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3, help="timed passes per variant (0: count only)")
     p.add_argument("--phases", nargs="*", default=list(MICRO))
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu, or cuda: then also the kernel launches, under bf16 autocast")
     p.add_argument("--note", default="", help="how busy the machine was, for the write-up")
     p.add_argument("--no-write", action="store_true")
     a = p.parse_args()
     setup_process(a.threads)
+    device = torch.device(a.device)
     torch._inductor.config.cpp.enable_kernel_profile = True  # compiled kernels as profiler events
     table2 = yaml.safe_load(open("config.yaml"))["train"]
 
-    layer = {v: one_layer(v, 4) for v in VARIANTS}
-    layer_lines = [f"- {v}: {fmt(sum(ops.values()) if ops else None)} dispatch ops ({by_op(ops)}); {prof} profiler ops "
-                   "(host-only)"
+    layer = {v: one_layer(v, 4, device) for v in VARIANTS}
+    layer_lines = [f"- {v}: {fmt(sum(ops.values()) if ops else None)} dispatch ops ({by_op(ops)}); {prof}"
                    for v, (ops, prof) in layer.items()]
     print("\n".join(layer_lines), flush=True)
 
     lines = ["| phase | micro-batch (clips x chunks) | BN groups | variant | dispatch ops (views) | vs one group "
-             "| profiler ops (host-only) | vs one group | less host-only, vs one group | s per pass |",
-             "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "| profiler ops (host-only) | vs one group | less host-only, vs one group | s per pass |"
+             + (" CUDA kernel launches | vs one group |" if device.type == "cuda" else ""),
+             "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+             + (" ---: | ---: |" if device.type == "cuda" else "")]
     for phase in a.phases:
         cfg, micro = table2[phase], MICRO[phase]
         groups = -(-micro // cfg["bn_batch"])
-        rows = {v: measure(training_pass(phase, v, cfg, micro, a.size), a.repeats, v != "batched, fused")
-                for v in VARIANTS}
+        rows = {v: measure(training_pass(phase, v, cfg, micro, a.size, device), a.repeats, v != "batched, fused",
+                           device) for v in VARIANTS}
         floor = rows["one group"]
         for v, r in rows.items():
             ratio = "n/a" if r["dispatch"] is None else f"{r['dispatch'] / floor['dispatch']:.2f}x"
@@ -189,9 +199,12 @@ def main() -> None:
                     f"| {fmt(r['dispatch'])} ({fmt(r['views'])}) | {ratio} | {r['profiler']} ({r['host']}) "
                     f"| {r['profiler'] / floor['profiler']:.2f}x "
                     f"| {(r['profiler'] - r['host']) / (floor['profiler'] - floor['host']):.2f}x | {seconds} |")
+            if device.type == "cuda":
+                line += f" {r['launches']} | {r['launches'] / floor['launches']:.2f}x |"
             print(line, flush=True)
             lines.append(line)
-    body = (f"Crops {a.size}x{a.size}, fp32 on the CPU, ResNet-50 streams with 101 classes; one training pass = "
+    precision = "bf16 autocast on CUDA" if device.type == "cuda" else "fp32 on the CPU"
+    body = (f"Device {device}; crops {a.size}x{a.size}, {precision}, ResNet-50 streams with 101 classes; one training pass = "
             "forward, Sec. 3.4's summed loss, backward. Dispatch ops: a TorchDispatchMode counting every aten op "
             "below autograd (views in brackets; it cannot see into compiled code). Profiler ops: torch.profiler's "
             "aten ops called from Python or autograd plus the kernels of compiled graphs (in brackets those that "
@@ -200,7 +213,7 @@ def main() -> None:
             + "\n\nOne layer, forward and backward (64 channels, 8x8, 4 groups of 2):\n\n" + "\n".join(layer_lines))
     print(body)
     if not a.no_write:
-        write_section("Sub-batch BN: ops per training pass (issue 21)", body)
+        write_section(f"Sub-batch BN: ops per training pass (issue 21, {device.type})", body)
 
 
 if __name__ == "__main__":
