@@ -12,7 +12,7 @@ see into compiled code (it runs it unfused), so the fused variant has no such co
 "profiler": torch.profiler's CPU events that are aten ops or kernels of compiled graphs and not
 inside another such event: ops as called from Python or autograd, each compiled kernel once.
 Op counts do not depend on the image size: crops are small. Also the wall time of one pass
-(median of --repeats after a warm-up, which compiles the fused variant).
+(median of --repeats after a warm-up, which compiles the fused variant; the variants in turn).
 """
 
 from __future__ import annotations
@@ -105,8 +105,8 @@ def with_variant(model: nn.Module, variant: str, bn: int, micro: int, device: to
     return model.to(device, memory_format=torch.channels_last).train()
 
 
-def measure(run, repeats: int, dispatch: bool, device: torch.device) -> dict:
-    """Op counts and median seconds of `run` (one training pass), after a warm-up."""
+def measure(run, dispatch: bool, device: torch.device) -> dict:
+    """Op counts of `run` (one training pass), after a warm-up."""
     run()
     profiled, host, launches = profiled_ops(run, device)
     r = {"profiler": profiled, "host": host, "launches": launches, "dispatch": None, "views": None,
@@ -116,15 +116,21 @@ def measure(run, repeats: int, dispatch: bool, device: torch.device) -> dict:
             run()
         r.update(dispatch=sum(count.ops.values()), views=sum(n for op, n in count.ops.items() if op.is_view),
                  by_op=count.ops)
-    times = []
-    for _ in range(repeats):
-        tic = time.perf_counter()
-        run()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - tic)
-    r["seconds"] = statistics.median(times) if times else None
     return r
+
+
+def median_seconds(runs: dict, repeats: int, device: torch.device) -> dict:
+    """Median seconds of each of `runs`, timed in turn (a, b, c, a, b, c, ...) so that a change
+    in the machine's load touches them alike."""
+    times: dict = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            tic = time.perf_counter()
+            run()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times[name].append(time.perf_counter() - tic)
+    return {name: statistics.median(t) if t else None for name, t in times.items()}
 
 
 def training_pass(phase: str, variant: str, cfg: dict, micro: int, size: int, device: torch.device):
@@ -148,7 +154,7 @@ def one_layer(variant: str, groups: int, device: torch.device) -> tuple[collecti
 
     def run() -> None:
         layer(x).backward(dy)
-    r = measure(run, 0, variant != "batched, fused", device)
+    r = measure(run, variant != "batched, fused", device)
     launches = f", {r['launches']} CUDA kernel launches" if device.type == "cuda" else ""
     return r["by_op"], f"{r['profiler']} ({r['host']}) profiler ops (host-only){launches}"
 
@@ -189,8 +195,10 @@ def main() -> None:
     for phase in a.phases:
         cfg, micro = table2[phase], MICRO[phase]
         groups = -(-micro // cfg["bn_batch"])
-        rows = {v: measure(training_pass(phase, v, cfg, micro, a.size, device), a.repeats, v != "batched, fused",
-                           device) for v in VARIANTS}
+        runs = {v: training_pass(phase, v, cfg, micro, a.size, device) for v in VARIANTS}
+        rows = {v: measure(run, v != "batched, fused", device) for v, run in runs.items()}
+        for v, seconds in median_seconds(runs, a.repeats, device).items():
+            rows[v]["seconds"] = seconds
         floor = rows["one group"]
         for v, r in rows.items():
             ratio = "n/a" if r["dispatch"] is None else f"{r['dispatch'] / floor['dispatch']:.2f}x"
@@ -209,7 +217,7 @@ def main() -> None:
             "below autograd (views in brackets; it cannot see into compiled code). Profiler ops: torch.profiler's "
             "aten ops called from Python or autograd plus the kernels of compiled graphs (in brackets those that "
             "run on the host only: views, and Python numbers made tensors for a compiled graph). Seconds: median of "
-            f"{a.repeats} passes after a warm-up{'; ' + a.note if a.note else ''}.\n\n" + "\n".join(lines)
+            f"{a.repeats} passes after a warm-up, the variants timed in turn{'; ' + a.note if a.note else ''}.\n\n" + "\n".join(lines)
             + "\n\nOne layer, forward and backward (64 channels, 8x8, 4 groups of 2):\n\n" + "\n".join(layer_lines))
     print(body)
     if not a.no_write:
