@@ -14,6 +14,7 @@ import torchvision
 from torch import nn
 
 from stresnet import paths
+from stresnet.compiled import Fused
 from stresnet.models.checkpoint import content_digest
 from stresnet.models.streams import IMAGENET
 from stresnet.models import (
@@ -410,9 +411,124 @@ def test_sub_batch_bn_equals_running_the_sub_batches(momentum):
     _close(sub(x), bn(x))
 
 
+def _per_group_reference(videos: int, chunks: int, momentum, fuse: bool = False):
+    """A BatchNorm2d with trained-looking state, and its sub-batch copy of `videos` per group."""
+    bn = nn.BatchNorm2d(3, momentum=momentum).double()
+    _randomize_bn(bn)
+    bn.num_batches_tracked.fill_(5)
+    sub = convert_sub_batch_norm(copy.deepcopy(bn), videos)
+    set_chunks(sub, chunks)
+    sub.fuse = fuse
+    return bn, sub
+
+
+def _assert_same_as_groups_in_turn(bn: nn.BatchNorm2d, sub: SubBatchNorm2d, x: torch.Tensor) -> None:
+    """sub(x) against bn run on each group in turn: outputs, running statistics and gradients to 1e-12."""
+    y = sub(x)
+    expected = torch.cat([bn(group) for group in x.split(sub.videos * sub.chunks)])
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(y, expected, rtol=1e-12, atol=1e-12)
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        torch.testing.assert_close(getattr(sub, name), getattr(bn, name), rtol=1e-12, atol=1e-12, msg=name)
+    weights = torch.randn_like(y)
+    grads = torch.autograd.grad((y * weights).sum(), (x, sub.weight, sub.bias))
+    expected_grads = torch.autograd.grad((expected * weights).sum(), (x, bn.weight, bn.bias))
+    for name, g, e in zip(("input", "weight", "bias"), grads, expected_grads):
+        torch.testing.assert_close(g, e, rtol=1e-12, atol=1e-12, msg=name)
+
+
+# Table 2's groups: ST-ResNet's 4 videos x 5 chunks (14 clips: 3 groups and one of 2 videos),
+# appearance's 8 (4 whole groups), motion's 86 (200 samples: 86 + 86 + 28)
+GROUPS = [(4, 5, 14), (8, 1, 32), (86, 1, 200)]
+
+
+@pytest.mark.parametrize("momentum", [0.1, None])
+@pytest.mark.parametrize("videos, chunks, clips", GROUPS)
+def test_batched_sub_batch_bn_is_bn_of_each_group_in_turn(videos, chunks, clips, momentum):
+    torch.manual_seed(videos)
+    bn, sub = _per_group_reference(videos, chunks, momentum)
+    # channels_last as the models run; an offset mean, as (x - mean) terms would lose digits otherwise
+    x = (3 + 2 * torch.randn(clips * chunks, 3, 3, 2, dtype=torch.float64))
+    x = x.contiguous(memory_format=torch.channels_last).requires_grad_()
+    _assert_same_as_groups_in_turn(bn, sub, x)
+    # its output may be changed in place, as ResNet's ReLU(inplace=True) does
+    expected = torch.cat([bn(group) for group in x.detach().split(videos * chunks)]).relu()
+    torch.testing.assert_close(F.relu(sub(x.detach()), inplace=True), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_bf16_sub_batch_bn_keeps_statistics_in_float32():
+    """bf16 activations (CUDA's autocast) with float32 parameters, as BatchNorm2d takes them:
+    statistics in float32, output and input gradient in bf16, each one bf16 rounding (at most
+    2^-8 of the value, 8 bits) from float64 BatchNorm2d per group of the same values."""
+    torch.manual_seed(1)
+    bn = nn.BatchNorm2d(8)
+    _randomize_bn(bn)
+    sub, exact = convert_sub_batch_norm(copy.deepcopy(bn), videos=4), copy.deepcopy(bn).double()
+    x = (3 + 2 * torch.randn(20, 8, 5, 5)).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    x64 = x.detach().double().requires_grad_()
+    y, expected = sub(x), torch.cat([exact(group) for group in x64.split(4)])
+    assert y.dtype == torch.bfloat16 and sub.running_mean.dtype == torch.float32
+    one_rounding = {"rtol": 2**-8 + 1e-6, "atol": 1e-6}
+    torch.testing.assert_close(y.double(), expected, **one_rounding)
+    for name in ("running_mean", "running_var"):
+        torch.testing.assert_close(getattr(sub, name).double(), getattr(exact, name), rtol=1e-6, atol=1e-7, msg=name)
+    dy = torch.randn(y.shape).to(torch.bfloat16)
+    dx = torch.autograd.grad(y, x, dy)[0]
+    assert dx.dtype == torch.bfloat16
+    torch.testing.assert_close(dx.double(), torch.autograd.grad(expected, x64, dy.double())[0], **one_rounding)
+
+
+@pytest.mark.slow
+def test_fused_sub_batch_bn_is_bn_of_each_group_in_turn():
+    """The torch.compile path SubBatchNorm2d takes on CUDA, here on the CPU (about two minutes of
+    compilation on 2 cores): a ragged last group, then whole groups of another size."""
+    for (videos, chunks, clips), momentum in ((GROUPS[0], 0.1), (GROUPS[1], None)):
+        bn, sub = _per_group_reference(videos, chunks, momentum, fuse=True)
+        x = (3 + 2 * torch.randn(clips * chunks, 3, 3, 2, dtype=torch.float64))
+        _assert_same_as_groups_in_turn(bn, sub, x.contiguous(memory_format=torch.channels_last).requires_grad_())
+
+
+def test_fused_keeps_compiling_after_running_out_of_memory():
+    """Probing micro-batches on CUDA runs out of memory on purpose: that is no compiler failure,
+    so the compiled path must stay on (and the error reach the probe)."""
+    def runs_out(x: torch.Tensor) -> torch.Tensor:
+        raise torch.OutOfMemoryError("the probe's micro-batch is too large")
+
+    fused = Fused(runs_out)
+    with pytest.raises(torch.OutOfMemoryError, match="too large"):
+        fused(torch.zeros(2))
+    assert fused.compiled is not None
+
+
+def test_sub_batch_running_statistics_by_hand():
+    """Two groups of 2 single-pixel samples: means 2 and 7, biased variances 1 and 4 (unbiased 2
+    and 8), each normalised to -1, +1 (eps 0)."""
+    x = torch.tensor([1.0, 3.0, 5.0, 9.0], dtype=torch.float64).view(4, 1, 1, 1)
+    sub = convert_sub_batch_norm(nn.BatchNorm2d(1, eps=0.0, momentum=0.5).double(), videos=2)
+    torch.testing.assert_close(sub(x).flatten(), torch.tensor([-1.0, 1.0, -1.0, 1.0], dtype=torch.float64))
+    # momentum 0.5, in order: mean 0 -> 0.5 * 0 + 0.5 * 2 = 1 -> 0.5 * 1 + 0.5 * 7 = 4,
+    # variance 1 -> 0.5 * 1 + 0.5 * 2 = 1.5 -> 0.5 * 1.5 + 0.5 * 8 = 4.75
+    assert sub.running_mean.item() == 4.0 and sub.running_var.item() == 4.75
+    assert sub.num_batches_tracked.item() == 2
+    # momentum None: the average of all groups so far (n of them before); from the start, the
+    # same x gives mean (2 + 7) / 2 = 4.5, variance (2 + 8) / 2 = 5; then groups of means 1, 5 and unbiased
+    # variances 2, 2: (2 * 4.5 + 1 + 5) / 4 = 3.75 and (2 * 5 + 2 + 2) / 4 = 3.5
+    sub = convert_sub_batch_norm(nn.BatchNorm2d(1, eps=0.0, momentum=None).double(), videos=2)
+    sub(x)
+    assert sub.running_mean.item() == 4.5 and sub.running_var.item() == 5.0
+    sub(torch.tensor([0.0, 2.0, 4.0, 6.0], dtype=torch.float64).view(4, 1, 1, 1))
+    assert sub.running_mean.item() == 3.75 and sub.running_var.item() == 3.5
+    assert sub.num_batches_tracked.item() == 4
+    # a last group of one value per channel has no batch statistics, as BatchNorm2d refuses it
+    with pytest.raises(ValueError, match=r"more than 1 value per channel.*\[1, 1, 1, 1\]"):
+        sub(torch.ones(5, 1, 1, 1, dtype=torch.float64))
+
+
 def test_convert_sub_batch_norm_copies_every_layer(streams):
     net = copy.deepcopy(streams[0])
     converted = convert_sub_batch_norm(copy.deepcopy(net), videos=4)
+    assert list(converted.state_dict()) == list(net.state_dict())  # checkpoints load either way
     bns = [m for m in converted.modules() if isinstance(m, nn.BatchNorm2d)]
     assert len(bns) == 53 and all(isinstance(m, SubBatchNorm2d) and m.videos == 4 for m in bns)
     for (name, a), b in zip(net.state_dict().items(), converted.state_dict().values()):
