@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from conftest import REPO
+from test_profiles import with_optional_slots
 from test_workflow import TINY_DEMO, TINY_TRAIN, job_counts, snakemake, write_config
 
 pytestmark = pytest.mark.slow
@@ -130,3 +131,17 @@ def test_demo_through_the_slurm_profile(tmp_path):
     log = (work / "results/demo/logs/split1/train_motion.log").read_text()
     placed = re.findall(r"rank (\d) of 4 \(local rank (\d)\)", log)
     assert sorted(placed) == [("0", "0"), ("1", "1"), ("2", "0"), ("3", "1")], log[-3000:]
+
+    # the profile's optional slots, uncommented, reach sbatch under the plugin's own names
+    slots = tmp_path / "slots"
+    shutil.copytree(profile, slots)
+    (slots / "config.yaml").write_text(with_optional_slots((slots / "config.yaml").read_text()))
+    n_before = len(sbatch_calls(env))
+    result = snakemake(work, "--profile", str(slots), *fast[2:], "--forcerun", "index", "--until", "index",
+                       env=env, cores=None)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    new = sbatch_calls(env)[n_before:]
+    assert [rule_of(c) for c in new] == ["index"]
+    line = " ".join(new[0]["args"]).replace("'", "")
+    for flag in ("--qos=normal", "-C intel", "--reservation=my_reservation"):
+        assert flag in line, line
