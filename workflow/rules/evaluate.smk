@@ -94,6 +94,7 @@ rule metrics:
     params:
         digest=lambda wc: config_digest(wc.dataset),
         smoke=SMOKE,
+        board=paths.test_board("{dataset}", "{split}"),
         code=code_digest("metrics"),
     log:
         paths.log("{dataset}", "split{split}/metrics"),
@@ -101,7 +102,8 @@ rule metrics:
         "../../envs/train.yaml"
     shell:
         "python -m stresnet metrics split --scores {input.scores}"
-        " --classes {input.classes} --config-digest {params.digest} --smoke {params.smoke} --out {output} > {log} 2>&1"
+        " --classes {input.classes} --config-digest {params.digest} --smoke {params.smoke}"
+        " --tensorboard {params.board} --out {output} > {log} 2>&1"
 
 
 rule plots:
