@@ -22,6 +22,7 @@ from stresnet.datasets import DatasetError, dataset_files, files_fingerprint
 from stresnet.devices import device_pool
 from stresnet.manifest import file_state, missing_stamp
 from stresnet.provenance import code_digest
+from stresnet.report_config import SAME_CONFIG, config_check
 
 SCHEMA = PACKAGE_DIR / "schemas" / "config.schema.yaml"
 problem = config_error(config, SCHEMA)
@@ -356,6 +357,25 @@ def config_digest(name):
         "pretrained": train_setting(name, "pretrained"),
     }
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+WARNED_CONFIGS = set()
+
+
+def report_labels(item, metrics_of):
+    """The labels of a dataset's report item (evaluated by `snakemake --report` only): what it is,
+    and whether the config the report is built with made it, from the metrics.json that
+    `metrics_of(output)` names; a warning, also printed once, when another config made it."""
+
+    def labels(wildcards, output):
+        metrics = metrics_of(output)
+        check = config_check(metrics, config_digest(wildcards.dataset))
+        if check != SAME_CONFIG and metrics not in WARNED_CONFIGS:
+            WARNED_CONFIGS.add(metrics)
+            print(f"{metrics}: {check}", file=sys.stderr)
+        return {"item": item, "config": check}
+
+    return labels
 
 
 def final_outputs():

@@ -90,11 +90,12 @@ rule metrics:
             paths.split_metrics("{dataset}", "{split}"),
             category="Metrics",
             subcategory="{dataset} split {split}",
+            labels=report_labels("Table 3's figures of the split (JSON)", lambda output: output[0]),
         ),
     params:
         digest=lambda wc: config_digest(wc.dataset),
         smoke=SMOKE,
-        board=paths.test_board("{dataset}", "{split}"),
+        board=lambda wc: paths.test_board(wc.dataset, wc.split),
         code=code_digest("metrics"),
     log:
         paths.log("{dataset}", "split{split}/metrics"),
@@ -135,6 +136,7 @@ rule plots:
             subcategory="{dataset} split {split}",
         ),
     params:
+        split_dir=lambda wc: paths.split_dir(wc.dataset, wc.split),  # the report's caption names it
         code=code_digest("report"),
     log:
         paths.log("{dataset}", "split{split}/plots"),
@@ -151,10 +153,23 @@ rule aggregate:
         metrics=lambda wc: [paths.split_metrics(wc.dataset, k) for k in run_splits(wc.dataset)],
         plots=lambda wc: [paths.per_class(wc.dataset, k) for k in run_splits(wc.dataset)],
     output:
-        metrics=report(paths.metrics("{dataset}"), caption="../report/metrics.rst", category="Table 3"),
-        table=report(paths.table3("{dataset}"), caption="../report/table3.rst", category="Table 3"),
+        metrics=report(
+            paths.metrics("{dataset}"),
+            caption="../report/metrics.rst",
+            category="Table 3",
+            subcategory="{dataset}",
+            labels=report_labels("mean over the splits (JSON)", lambda output: output.metrics),
+        ),
+        table=report(
+            paths.table3("{dataset}"),
+            caption="../report/table3.rst",
+            category="Table 3",
+            subcategory="{dataset}",
+            labels=report_labels("Table 3", lambda output: output.metrics),
+        ),
     params:
         splits=lambda wc: " ".join(map(str, run_splits(wc.dataset))),
+        chunks=lambda wc: setting(wc.dataset, "evaluate")["chunks"],  # the report's caption names them
         format=lambda wc: DATASETS[wc.dataset]["format"],
         code=code_digest("report") + code_digest("metrics"),
     log:
