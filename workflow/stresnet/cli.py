@@ -51,5 +51,6 @@ def main(argv: list[str] | None = None) -> None:
     stage = importlib.import_module(f"stresnet.{argv[0]}")
     run_stage(argv[0], lambda: stage.main(argv[1:]))
 
+
 if __name__ == "__main__":
     main()
