@@ -3,16 +3,32 @@ VENV ?= .venv
 PYTHON ?= python3
 CORES ?= $(shell nproc 2>/dev/null || echo 2)
 export PATH := $(abspath $(VENV))/bin:$(PATH)
+# the lock: every package at its exact version (`make install CONSTRAINTS=` installs the newest instead)
+CONSTRAINTS ?= requirements/constraints.txt
+# where torch and torchvision come from, e.g. https://download.pytorch.org/whl/cpu (the CPU build);
+# empty: PyPI's wheel (on Linux x86_64 the CUDA build, about 6 GB with its nvidia-* packages)
+TORCH_INDEX ?=
+LOCK_VENV ?= build/lock-venv
+PINNED = $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
 
-.PHONY: install demo test test-fast lint bench clean
+.PHONY: install lock demo test test-fast lint bench clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --upgrade pip
-	$(VENV)/bin/python -m pip install -q -e '.[test]'
+	$(if $(TORCH_INDEX),$(VENV)/bin/python -m pip install -q --no-deps $(PINNED) --index-url $(TORCH_INDEX) torch torchvision)
+	$(VENV)/bin/python -m pip install -q $(PINNED) -e '.[test]'
 	touch $@
 
 install: $(VENV)/.installed
+
+lock:  ## the newest releases pyproject.toml allows, in a fresh venv, frozen into the constraints and envs/*.yaml
+	rm -rf $(LOCK_VENV)
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install -q --upgrade pip
+	$(LOCK_VENV)/bin/python -m pip install -q -e '.[test]'
+	$(LOCK_VENV)/bin/python requirements/lock.py --python $(LOCK_VENV)/bin/python
+	rm -rf $(LOCK_VENV)
 
 demo: install  ## set up, then run the whole workflow on the generated demo dataset
 	snakemake --cores $(CORES)

@@ -254,3 +254,26 @@ def test_the_commands_write_the_hand_figures_and_warn_of_the_class_without_test_
     assert {stage: (row["top1"], row["top5"], pytest.approx(row["mean_class_accuracy"]), row["top1_per_split"])
             for stage, row in table.items()} == MEAN
     assert table["st_resnet"]["classes_without_test_videos_per_split"] == [["Rowing"], ["Golf"]]
+
+
+def test_metrics_split_writes_each_stages_test_figures_to_tensorboard(tmp_path):
+    """Rerun, the split's test run holds each figure once: the first run's event file is replaced."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    (tmp_path / "classes.csv").write_text("label,class\n" + "".join(f"{i},{c}\n" for i, c in enumerate(CLASSES)))
+    files = write_scores(tmp_path / "scores", SCORES, LABELS, RIGHT_1)
+    board = tmp_path / "tensorboard" / "test"
+    for _ in range(2):
+        result = stresnet("metrics", "split", "--scores", *files, "--classes", tmp_path / "classes.csv",
+                          "--config-digest", "d", "--tensorboard", board, "--out", tmp_path / "metrics.json")
+        assert result.returncode == 0, result.stderr
+    assert len(list(board.glob("events.out.tfevents.*"))) == 1
+    events = EventAccumulator(str(board), purge_orphaned_data=False)
+    events.Reload()
+    logged = {tag: [(e.step, pytest.approx(e.value, abs=1e-4)) for e in events.Scalars(tag)]
+              for tag in events.Tags()["scalars"]}
+    # FIGURES: the hand-worked figures of each stage's videos made right (RIGHT_1)
+    assert logged == {f"test/{figure}/{stage}": [(0, FIGURES[right][figure])] for stage, right in RIGHT_1.items()
+                      for figure in ("top1", "top5", "mean_class_accuracy")}
+    table = events.Tensors("test/table3/text_summary")[0].tensor_proto.string_val[0].decode()
+    assert "| two_stream | 70.00 | 90.00 | 58.33 |" in table.splitlines()  # 525/9 = 58.33

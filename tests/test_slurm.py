@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from conftest import REPO
+from test_profiles import with_optional_slots
 from test_workflow import TINY_DEMO, TINY_TRAIN, job_counts, snakemake, write_config
 
 pytestmark = pytest.mark.slow
@@ -95,10 +96,26 @@ def test_demo_through_the_slurm_profile(tmp_path):
         if rule == "frames":
             assert all("--cpus-per-task=1" in args and "--mem 2000" in " ".join(args) for args in calls_of_rule)
 
+    # the profile's optional slots, uncommented, reach sbatch under the plugin's own names (in a
+    # copy of the finished run, which the rerun job leaves as it is for the checks below)
+    slots = tmp_path / "slots"
+    shutil.copytree(profile, slots)
+    (slots / "config.yaml").write_text(with_optional_slots((slots / "config.yaml").read_text()))
+    shutil.copytree(work, tmp_path / "work-slots", symlinks=True)
+    n_before = len(sbatch_calls(env))
+    result = snakemake(tmp_path / "work-slots", "--profile", str(slots), *fast[2:], "--forcerun", "index",
+                       "--until", "index", env=env, cores=None)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    new = sbatch_calls(env)[n_before:]
+    assert [rule_of(c) for c in new] == ["index"]
+    line = " ".join(new[0]["args"]).replace("'", "")
+    for flag in ("--qos=normal", "-C intel", "--reservation=my_reservation"):
+        assert flag in line, line
+
     # two GPUs per training job: sbatch asks for both and the job runs one process per GPU
     two = {**demo, "train": {**TINY_TRAIN, "gpus": 2}}
     (tmp_path / "two.yaml").write_text(yaml.safe_dump({"datasets": {"demo": two}}))
-    n_before = len(calls)
+    n_before = len(sbatch_calls(env))
     result = snakemake(work, *fast, "--configfile", "config.yaml", str(tmp_path / "two.yaml"), "--forcerun",
                        "train_motion", "--until", "train_motion", env=env, cores=None)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
@@ -130,3 +147,4 @@ def test_demo_through_the_slurm_profile(tmp_path):
     log = (work / "results/demo/logs/split1/train_motion.log").read_text()
     placed = re.findall(r"rank (\d) of 4 \(local rank (\d)\)", log)
     assert sorted(placed) == [("0", "0"), ("1", "1"), ("2", "0"), ("3", "1")], log[-3000:]
+

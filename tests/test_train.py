@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from stresnet.data import ClipDataset, VideoStore, WholeVideoDataset, open_videos
 from stresnet.evaluate import evaluate, load_model
@@ -48,6 +49,19 @@ def run(cmd, **kw):
 
 def curves(out):
     return pd.read_csv(out / "curves.csv")
+
+
+def board(out) -> EventAccumulator:
+    """Every event a phase's TensorBoard folder holds, none dropped as out of order."""
+    events = EventAccumulator(str(out / "tensorboard"), purge_orphaned_data=False)
+    events.Reload()
+    return events
+
+
+def hparams(events: EventAccumulator) -> dict:
+    content = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    values = HParamsPluginData.FromString(content).session_start_info.hparams
+    return {name: getattr(value, value.WhichOneof("kind")) for name, value in values.items()}
 
 
 def states_equal(a, b):
@@ -89,6 +103,8 @@ def test_killed_run_resumes_to_the_same_end(prepared, tmp_path):
     resumed = run(train_cmd(prepared, tmp_path / "killed", speed=faster))
     assert "resuming motion from step" in resumed.stderr
     assert curves(tmp_path / "killed")["loss"].tolist() == curves(tmp_path / "whole")["loss"].tolist()
+    # the killed run's events up to its checkpoint are kept (flushed there), the rest follow them
+    assert {e.step for e in board(tmp_path / "killed").Scalars("train/loss")} == {1, 2, 3, 4, 5, 6}
     assert states_equal(tmp_path / "killed" / "model.pt", tmp_path / "whole" / "model.pt")
     assert not (tmp_path / "killed" / "checkpoint.pt").exists()
 
@@ -103,6 +119,9 @@ def test_changed_frames_are_never_resumed(tmp_path):
     assert "resuming" not in rerun.stderr
     assert "changed since: flow; frames (short_side 32 -> 24); starting afresh" in rerun.stderr
     assert load_checkpoint(out / "model.pt").extra["info"]["short_side"] == 24
+    # the killed run's events (steps 1 and 2, flushed at its checkpoint) went with it
+    assert [e.step for e in board(out).Scalars("train/loss")] == [1, 2, 3, 4, 5, 6]
+    assert len(list((out / "tensorboard").glob("events.out.tfevents.*"))) == 1
 
 
 def test_one_writer_per_output_folder(prepared, tmp_path):
@@ -157,12 +176,21 @@ def test_all_phases_then_evaluation_and_predict(prepared, tmp_path):
                   init=[tmp_path / "st_resnet/model.pt"]))
     for phase in ("motion", "appearance", "st_resnet", "st_resnet_star"):
         assert len(curves(tmp_path / phase)) == (2 if phase in ("motion", "appearance") else 1)
-        events = EventAccumulator(str(tmp_path / phase / "tensorboard"))
-        events.Reload()
+        events = board(tmp_path / phase)
+        # the same tags in every phase's run: TensorBoard pointed at the split overlays the phases
+        assert set(events.Tags()["scalars"]) == {"train/loss", "train/accuracy", "train/lr", "train/samples_per_s",
+                                                 "train/data_wait", "train/step_seconds"}
         for name in ("loss", "accuracy", "lr", "samples_per_s"):
-            logged = [e.value for e in events.Scalars(f"{phase}/{name}")]
+            logged = [e.value for e in events.Scalars(f"train/{name}")]
             assert np.allclose(logged, curves(tmp_path / phase)[name], rtol=1e-6), (phase, name)
-        assert [e.step for e in events.Scalars(f"{phase}/step_seconds")] == curves(tmp_path / phase)["step"].tolist()
+        assert [e.step for e in events.Scalars("train/step_seconds")] == curves(tmp_path / phase)["step"].tolist()
+    # the phase's settings (streams, above) as hparams, lists as JSON text and nested keys joined by '.'
+    assert hparams(board(tmp_path / "motion")) == {
+        "phase": "motion", "split": 1, "batch": 4, "bn_batch": 2, "lr": "[[0.01, 2]]", "chunks": 1,
+        "stride": "[1, 1]", "size": 32, "seed": 0, "momentum": 0.9, "weight_decay": 5e-4,
+        "crop": "multiscale_corners", "lr_factors.weights": 1, "lr_factors.biases": 2, "lr_factors.bn_scales": 2,
+        "lr_factors.bn_shifts": 1, "decay_factors.weights": 1, "decay_factors.biases": 0,
+        "decay_factors.bn_scales": 0, "decay_factors.bn_shifts": 0, "micro_batch": 2, "processes": 1}
     star = load_checkpoint(tmp_path / "st_resnet_star/model.pt", "st_resnet_star")
     assert star.extra["info"]["classes"][0] == "StillRedSquare"
 

@@ -244,19 +244,40 @@ def test_whole_dag_on_real_ucf101_clips(tmp_path):
         row = re.search(rf"<tr><td>{stage}</td>(.*?)</tr>", table3)[1]
         cells = re.findall(r"<td>([^<]*)</td>", row)
         assert cells[:3] == [f"{v:.1f}" for v in figures["top1_per_split"]] + [f"{figures['top1']:.1f}"], cells
-    assert "Table 3 of the paper for this dataset" in (tmp_path / "report.html").read_text()
     assert {f"results/ucf/split1/plots/curves_{phase}.png" for phase in TRAIN_PHASES} <= set(items)
+    entries, categories = report_entries(tmp_path / "report.html")
+    assert categories["Table 3"] == {"ucf": ["results/ucf/metrics.json", "results/ucf/table3.html"]}
+    caption = " ".join(entries["results/ucf/table3.html"]["caption"].split())
+    assert "for ucf:" in caption and "split 1, 2" in caption
+    assert "on 7 frames of each video" in caption  # the run's evaluate.chunks, not the paper's 25
+    for path in ("results/ucf/metrics.json", "results/ucf/table3.html", "results/ucf/split2/metrics.json"):
+        assert entries[path]["labels"]["config"] == "this config", path
+    # built with another config than the run's: each metrics item says so, and so does the log
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump({"datasets": {"ucf": {"evaluate": {"chunks": 5}}}}))
+    other = snakemake(tmp_path, "--configfile", "config.yaml", "other.yaml", "--report", str(tmp_path / "other.html"))
+    assert other.returncode == 0, other.stderr[-2000:]
+    made = json.loads((out / "split1" / "metrics.json").read_text())["config_digest"]
+    entries, _ = report_entries(tmp_path / "other.html")
+    for path in ("results/ucf/metrics.json", "results/ucf/table3.html", "results/ucf/split1/metrics.json"):
+        assert entries[path]["labels"]["config"].startswith(f"WARNING: made with another config (digest {made})")
+    assert f"results/ucf/split1/metrics.json: WARNING: made with another config (digest {made})" in other.stderr
 
 
 def report_items(report: Path) -> dict[str, str]:
     """The files Snakemake's HTML report embeds, decoded (text files as text)."""
-    text = report.read_text()
-    results = json.loads(re.search(r"var results = (\{.*?\});\n", text, re.S)[1])
+    results, _ = report_entries(report)
     items = {}
     for path, item in results.items():
         data = base64.b64decode(item["data_uri"].split("base64,", 1)[1])
         items[path] = data.decode() if item["mime_type"].startswith(("text", "application/json")) else data
     return items
+
+
+def report_entries(report: Path) -> tuple[dict, dict]:
+    """What Snakemake's HTML report says of each file (caption, labels ...) and its categories."""
+    text = report.read_text()
+    results = json.loads(re.search(r"var results = (\{.*?\});\n", text, re.S)[1])
+    return results, json.loads(re.search(r"var categories = (\{.*?\});\n", text, re.S)[1])
 
 
 def test_lint_is_clean():

@@ -33,6 +33,7 @@ from stresnet.datasets import DatasetError, dataset_files, files_fingerprint
 from stresnet.devices import device_pool
 from stresnet.manifest import file_state, missing_stamp
 from stresnet.provenance import code_digest
+from stresnet.report_config import SAME_CONFIG, config_check
 
 SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
 problem = config_error(config, SCHEMA)
@@ -442,6 +443,16 @@ def state_flag(wildcards, phase):
     return Untracked("--state-dir " + shlex.quote(f"{folder}/{wildcards.dataset}/split{wildcards.split}/{phase}"))
 
 
+def test_board(wildcards):
+    """Where the metrics job writes the split's TensorBoard figures: beside the phases' own, so
+    under `train.state_dir` where one is set; untracked, as state_flag."""
+    folder = train_setting(wildcards.dataset, "state_dir")
+    board = paths.test_board(wildcards.dataset, wildcards.split)
+    if folder:
+        board = f"{folder}/{wildcards.dataset}/split{wildcards.split}/tensorboard/test"
+    return Untracked(shlex.quote(board))
+
+
 def pretrained_flag(wildcards, input):
     """--pretrained of a stream phase: the weights file its inputs hold, or none."""
     return shlex.quote(input.weights) if "weights" in input.keys() else "none"
@@ -503,6 +514,25 @@ def config_digest(name):
         "pretrained": train_setting(name, "pretrained"),
     }
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+WARNED_CONFIGS = set()
+
+
+def report_labels(item, metrics_of):
+    """The labels of a dataset's report item (evaluated by `snakemake --report` only): what it is,
+    and whether the config the report is built with made it, from the metrics.json that
+    `metrics_of(output)` names; a warning, also printed once, when another config made it."""
+
+    def labels(wildcards, output):
+        metrics = metrics_of(output)
+        check = config_check(metrics, config_digest(wildcards.dataset))
+        if check != SAME_CONFIG and metrics not in WARNED_CONFIGS:
+            WARNED_CONFIGS.add(metrics)
+            print(f"{metrics}: {check}", file=sys.stderr)
+        return {"item": item, "config": check}
+
+    return labels
 
 
 def final_outputs():

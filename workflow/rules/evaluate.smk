@@ -91,10 +91,12 @@ rule metrics:
             paths.split_metrics("{dataset}", "{split}"),
             category="Metrics",
             subcategory="{dataset} split {split}",
+            labels=report_labels("Table 3's figures of the split (JSON)", lambda output: output[0]),
         ),
     params:
         digest=lambda wc: config_digest(wc.dataset),
         smoke=SMOKE,
+        board=test_board,
         code=code_digest("metrics"),
     log:
         paths.log("{dataset}", "split{split}/metrics"),
@@ -102,7 +104,8 @@ rule metrics:
         "../../envs/train.yaml"
     shell:
         "python -m stresnet metrics split --scores {input.scores}"
-        " --classes {input.classes} --config-digest {params.digest} --smoke {params.smoke} --out {output} > {log} 2>&1"
+        " --classes {input.classes} --config-digest {params.digest} --smoke {params.smoke}"
+        " --tensorboard {params.board} --out {output} > {log} 2>&1"
 
 
 rule plots:
@@ -134,6 +137,7 @@ rule plots:
             subcategory="{dataset} split {split}",
         ),
     params:
+        split_dir=lambda wc: paths.split_dir(wc.dataset, wc.split),  # the report's caption names it
         code=code_digest("report"),
     log:
         paths.log("{dataset}", "split{split}/plots"),
@@ -150,10 +154,23 @@ rule aggregate:
         metrics=lambda wc: [paths.split_metrics(wc.dataset, k) for k in run_splits(wc.dataset)],
         plots=lambda wc: [paths.per_class(wc.dataset, k) for k in run_splits(wc.dataset)],
     output:
-        metrics=report(paths.metrics("{dataset}"), caption="../report/metrics.rst", category="Table 3"),
-        table=report(paths.table3("{dataset}"), caption="../report/table3.rst", category="Table 3"),
+        metrics=report(
+            paths.metrics("{dataset}"),
+            caption="../report/metrics.rst",
+            category="Table 3",
+            subcategory="{dataset}",
+            labels=report_labels("mean over the splits (JSON)", lambda output: output.metrics),
+        ),
+        table=report(
+            paths.table3("{dataset}"),
+            caption="../report/table3.rst",
+            category="Table 3",
+            subcategory="{dataset}",
+            labels=report_labels("Table 3", lambda output: output.metrics),
+        ),
     params:
         splits=lambda wc: " ".join(map(str, run_splits(wc.dataset))),
+        chunks=lambda wc: setting(wc.dataset, "evaluate")["chunks"],  # the report's caption names them
         format=lambda wc: DATASETS[wc.dataset]["format"],
         code=code_digest("report") + code_digest("metrics"),
     log:

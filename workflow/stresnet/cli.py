@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
+from . import __version__
 from .errors import run_stage
 
 STAGES = {
@@ -27,12 +28,26 @@ STAGES = {
 }
 
 
+def usage() -> str:
+    lines = "\n".join(f"  {name:8s} {text}" for name, text in STAGES.items())
+    return (f"usage: stresnet <stage> [options]  (stresnet <stage> --help: the stage's options)\n"
+            f"       stresnet --help | --version\n\nstages:\n{lines}")
+
+
 def main(argv: list[str] | None = None) -> None:
+    """Dispatch to a stage; --help and --version print to stdout and exit 0, a missing or unknown
+    stage prints the usage to stderr and exits 2 (as argparse does)."""
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("-h", "--help"):
+        print(usage())
+        sys.exit(0)
+    if argv and argv[0] == "--version":
+        print(f"stresnet {__version__}")
+        sys.exit(0)
     if not argv or argv[0] not in STAGES:
-        lines = "\n".join(f"  {name:8s} {text}" for name, text in STAGES.items())
-        print(f"usage: stresnet <stage> [options]\n\nstages:\n{lines}", file=sys.stderr)
-        sys.exit(0 if argv and argv[0] in ("-h", "--help") else 2)
+        unknown = f"\nstresnet: error: unknown stage {argv[0]!r}" if argv else "\nstresnet: error: no stage given"
+        print(usage() + unknown, file=sys.stderr)
+        sys.exit(2)
     stage = importlib.import_module(f"stresnet.{argv[0]}")
     run_stage(argv[0], lambda: stage.main(argv[1:]))
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .board import open_board
 from .errors import InputError, run_stage
 from .fuse import fusion_rows
 
@@ -84,6 +85,21 @@ def aggregate(per_split: list[dict]) -> dict:
     return {**out, "smoke": smoke[0]} if smoke else out
 
 
+def write_board(folder: Path, stages: dict) -> None:
+    """A split's test figures as a TensorBoard run of their own (the one before it replaced):
+    top-1, top-5 and mean class accuracy (%) of each row of Table 3 as test/<figure>/<row>, and
+    the rows as a table."""
+    board = open_board(folder, afresh=True)
+    for stage, row in stages.items():
+        for figure in ("top1", "top5", "mean_class_accuracy"):
+            board.add_scalar(f"test/{figure}/{stage}", row[figure], 0)
+    lines = ["| stage | top-1 | top-5 | mean class acc. |", "| --- | --- | --- | --- |"]
+    lines += [f"| {stage} | {r['top1']:.2f} | {r['top5']:.2f} | {r['mean_class_accuracy']:.2f} |"
+              for stage, r in stages.items()]
+    board.add_text("test/table3", "\n".join(lines), 0)
+    board.close()
+
+
 def smoke_mark(steps: int) -> dict:
     """What a smoke run's metrics.json says of itself: the figures are no result."""
     return {"steps_per_phase": steps, "note": "SMOKE RUN: a check of the workflow with a few steps and "
@@ -99,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--classes", required=True, help="classes.csv (class names by label)")
     s.add_argument("--config-digest", required=True)
     s.add_argument("--smoke", type=int, default=0, help="steps per phase of a smoke run (marks the metrics)")
+    s.add_argument("--tensorboard", help="folder of TensorBoard event files for the test figures")
     s.add_argument("--out", required=True)
     a = sub.add_parser("aggregate", help="the mean over splits")
     a.add_argument("--inputs", nargs="+", required=True)
@@ -120,6 +137,8 @@ def main(argv: list[str] | None = None) -> None:
                         "them out", len(untested), len(classes), ", ".join(c for c in classes if c in untested))
         if args.smoke:
             result = {"smoke": smoke_mark(args.smoke), **result}
+        if args.tensorboard:
+            write_board(Path(args.tensorboard), result["stages"])
     else:
         result = aggregate([json.loads(Path(p).read_text()) for p in args.inputs])
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

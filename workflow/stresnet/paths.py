@@ -129,6 +129,11 @@ def split_metrics(ds: str, split: str | int) -> str:
     return f"{split_dir(ds, split)}/metrics.json"
 
 
+def test_board(ds: str, split: str | int) -> str:
+    """TensorBoard event files of the split's test figures (those of training: <phase>/tensorboard)."""
+    return f"{split_dir(ds, split)}/tensorboard/test"
+
+
 def plot(ds: str, split: str | int, name: str) -> str:
     return f"{split_dir(ds, split)}/plots/{name}.png"
 

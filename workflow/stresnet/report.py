@@ -89,21 +89,26 @@ def per_class_html(scores: Path, classes: list[str], pairs: int = 15) -> str:
         "most confused pairs", ["true class", "predicted as", "videos", "% of the class"], confused)
 
 
-def plot_phase_curves(curves: Path, out: Path) -> None:
-    """Loss, accuracy (mean of 5 steps) and learning rate of one phase, each on its own axes."""
+def phase_curves_figure(curves: Path) -> plt.Figure:
+    """Loss, accuracy (mean of 5 steps) and learning rate of one phase, each on its own axes: what
+    each shows in the axes' title, short axis labels, laid out to fit the figure."""
     table = pd.read_csv(curves)
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.5))
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), layout="constrained")
     axes[0].plot(table["step"], table["loss"])
-    axes[0].set(ylabel="training loss (summed over positions and streams)", yscale="log")
+    axes[0].set(title="loss, summed over positions and streams", ylabel="loss", yscale="log")
     axes[1].plot(table["step"], table["accuracy"].rolling(5, min_periods=1).mean())
-    axes[1].set(ylabel="training accuracy (mean of 5 steps)", ylim=(0, 1))
+    axes[1].set(title="training accuracy, mean of 5 steps", ylabel="accuracy", ylim=(0, 1))
     axes[2].plot(table["step"], table["lr"])
-    axes[2].set(ylabel="learning rate", yscale="log")
+    axes[2].set(title="learning rate", ylabel="learning rate", yscale="log")
     for ax in axes:
         ax.set(xlabel="SGD step")
         ax.grid(alpha=0.3)
     fig.suptitle(f"{Path(curves).parent.name}: {len(table)} steps")
-    fig.tight_layout()
+    return fig
+
+
+def plot_phase_curves(curves: Path, out: Path) -> None:
+    fig = phase_curves_figure(curves)
     fig.savefig(out, dpi=90)
     plt.close(fig)
 

@@ -30,6 +30,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from .batching import check_memory, cuda_fits, probe_batch, resolve_micro_batch, training_bytes
+from .board import log_hparams, open_board
 from .data import (ClipDataset, SampleSchedule, VideoStore, dataset_classes, network_inputs, open_videos,
                    quiet_worker, usable_frames)
 from .errors import InputError, SettingError, run_stage
@@ -47,6 +48,8 @@ INPUTS = {"motion": ("flow",), "appearance": ("rgb",), "st_resnet": ("rgb", "flo
 
 # curves.csv; data_wait: the share of the step's time the host waited for the data loader
 CURVE_COLUMNS = ["step", "lr", "loss", "accuracy", "samples_per_s", "data_wait"]
+# TensorBoard's scalars of each step, as train/<name>
+BOARD_SCALARS = ("loss", "accuracy", "lr", "samples_per_s", "data_wait", "step_seconds")
 
 
 def lr_at(it: int, schedule: list[list[float]]) -> float:
@@ -358,12 +361,17 @@ class Trainer:
             return f.read().decode(errors="replace")
 
     def _board(self):
-        """TensorBoard event files in <out>/tensorboard, for watching a run (main process only)."""
+        """TensorBoard event files in <state>/tensorboard, one run per phase (main process only):
+        those of an earlier run dropped when the phase starts afresh, kept when it resumes; the
+        phase's settings as hparams."""
         if not self.main:
             return None
-        from torch.utils.tensorboard import SummaryWriter
-
-        return SummaryWriter(str(self.state / "tensorboard"))
+        board = open_board(self.state / "tensorboard", afresh=self.start == 0)
+        if self.start == 0:
+            log_hparams(board, {"phase": self.phase, "split": self.args.split, **self.cfg,
+                                "micro_batch": self.speed["micro_batch"], "processes": self.world},
+                        [f"train/{name}" for name in BOARD_SCALARS])
+        return board
 
     def _write_curves(self) -> None:
         with open(self.out / "curves.csv", "w", newline="") as f:
@@ -418,11 +426,13 @@ class Trainer:
             self.curves.append(row)
             bar.postfix(loss=row["loss"], accuracy=row["accuracy"], lr=row["lr"], samples_s=row["samples_per_s"],
                         data_wait=row["data_wait"])
-            if board is not None:
-                for name in ("loss", "accuracy", "lr", "samples_per_s", "data_wait"):
-                    board.add_scalar(f"{self.phase}/{name}", row[name], it + 1)
-                board.add_scalar(f"{self.phase}/step_seconds", seconds, it + 1)
+            if board is not None:  # tags without the phase: the phases' runs overlay
+                values = {**row, "step_seconds": seconds}
+                for name in BOARD_SCALARS:
+                    board.add_scalar(f"train/{name}", values[name], it + 1)
             if (it + 1) % self.speed["checkpoint_every"] == 0 and it + 1 < self.iterations:
+                if board is not None:  # a resumed phase's curves then start at step 1
+                    board.flush()
                 self._checkpoint(it + 1)
         if board is not None:
             board.close()
