@@ -51,5 +51,8 @@ bench: install  ## measure the stages; figures go to docs/benchmarks.md (bench_t
 	python benchmarks/bench_loader.py
 	python benchmarks/bench_checksums.py
 
-clean:
-	rm -rf results .snakemake
+clean:  ## remove results/ and .snakemake/, keeping downloads (results/*/download*) and results/pretrained/
+	@find results -mindepth 1 -maxdepth 1 ! -name pretrained -print 2>/dev/null | while read -r d; do \
+	  find "$$d" -mindepth 1 -maxdepth 1 ! -name 'download*' -print -exec rm -rf {} +; \
+	  rmdir "$$d" 2>/dev/null || true; done
+	@test ! -e .snakemake || { echo .snakemake; rm -rf .snakemake; }

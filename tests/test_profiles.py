@@ -53,3 +53,14 @@ def test_optional_slots_use_the_plugins_names():
 def test_both_profiles_print_a_failed_jobs_log():
     for name in ("local", "slurm"):
         assert load((REPO / "profiles" / name / "config.yaml").read_text())["show-failed-logs"] is True
+
+
+def test_the_storage_slots_are_settings_snakemake_knows():
+    from snakemake.cli import get_argument_parser
+
+    slots = re.findall(r"^# ((?:default-storage|remote-job-local-storage)[\w-]*): (.+)$", SLURM.read_text(), re.M)
+    assert [name for name, _ in slots] == ["default-storage-provider", "default-storage-prefix",
+                                           "remote-job-local-storage-prefix"]
+    args = get_argument_parser().parse_args([w for name, value in slots for w in (f"--{name}", yaml.safe_load(value))])
+    assert (args.default_storage_provider, args.default_storage_prefix) == ("s3", "s3://my-bucket/st-resnet")
+    assert str(args.remote_job_local_storage_prefix) == "/scratch/$USER/stresnet"
