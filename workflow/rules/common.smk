@@ -130,7 +130,20 @@ def result_state(path):
 
 def stamp(manifest):
     """The manifest's missing-files stamp (manifest.missing_stamp), kept on this disk."""
-    return local(missing_stamp(manifest, result_exists, result_text, result_mtime))
+    path = missing_stamp(manifest, result_exists, result_text, result_mtime)
+    _seen(path)
+    return local(path)
+
+
+def _seen(path):
+    """Tell Snakemake's planning cache that a file made while planning exists: it lists each folder
+    once (its inventory) and would otherwise call a stamp made after that missing. The stamps of the
+    datasets in use are made before planning (below); this covers any other."""
+    exists = getattr(getattr(workflow, "iocache", None), "exists_local", None)
+    if isinstance(exists, dict):
+        parts = Path(path).parts
+        for i in range(1, len(parts) + 1):
+            exists[str(Path(*parts[:i]))] = True
 
 
 def dataset(name):
@@ -542,5 +555,7 @@ def final_outputs():
 
 if PLANNING:  # split files and videos of the datasets in use are read now (the index's listing)
     for name in USED:
+        stamp(paths.frames_manifest(name))
+        stamp(paths.flow_manifest(name, flow_method(name)))
         if DATASETS[name]["format"] != "demo" and not DATASETS[name].get("url"):
             dataset_listing(name)
