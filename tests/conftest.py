@@ -100,3 +100,42 @@ def make_hmdb51_tree(tmp_path: Path) -> tuple[Path, Path]:
 def prepared(tmp_path_factory):
     """One prepared demo dataset for every test that reads one (session-wide: it takes a while)."""
     return prepare(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A local S3 server (moto, on 127.0.0.1) and the environment that points Snakemake's S3
+    storage plugin at it: {"endpoint", "env"}; the test makes its own bucket."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "w")
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=log, stderr=subprocess.STDOUT)
+    endpoint = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(endpoint, timeout=1)
+            break
+        except OSError:
+            time.sleep(0.2)
+    env = {"SNAKEMAKE_STORAGE_S3_ENDPOINT_URL": endpoint, "SNAKEMAKE_STORAGE_S3_ACCESS_KEY": "test",
+           "SNAKEMAKE_STORAGE_S3_SECRET_KEY": "test", "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+           "AWS_DEFAULT_REGION": "us-east-1"}
+    yield {"endpoint": endpoint, "env": env}
+    server.terminate()
+    server.wait()
+    log.close()
+
+
+def s3_client(endpoint: str):
+    import boto3
+
+    return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="test", aws_secret_access_key="test",
+                        region_name="us-east-1")

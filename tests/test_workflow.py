@@ -47,9 +47,9 @@ def job_counts(output: str) -> dict[str, int]:
     return counts
 
 
-def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
+def planned_jobs(workdir: Path, *args: str, env: dict[str, str] | None = None) -> dict[str, int]:
     """Rule -> job count of a dry run."""
-    result = snakemake(workdir, "--dry-run", *args)
+    result = snakemake(workdir, "--dry-run", *args, env=env)
     assert result.returncode == 0, result.stderr + result.stdout
     table = result.stdout.split("Job stats:")[-1] if "Job stats:" in result.stdout else ""
     return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m[1] != "total"}
