@@ -305,7 +305,7 @@ def test_workflow_reruns_flow_and_only_flow_when_its_settings_change(tmp_path):
         flow = FlowReader(out / "flow" / "dis" / f"{shard}.h5")
         assert flow.keys() == ShardReader(out / "frames" / f"{shard}.h5").keys()
     configs = ["--configfile", "config.yaml", "c.yaml"]
-    upstream = {"demo_videos", "index", "frames", "videos", "dataset_ready"}
+    upstream = {"demo_videos_demo", "index", "index_summary", "frames", "videos", "dataset_ready"}
     for change in ("flow: {dis: {preset: fast}}", "flow: {bound: 15}", "flow: {jpeg_quality: 90}"):
         (tmp_path / "c.yaml").write_text(change + "\n")
         assert planned_jobs(tmp_path, target, *configs) == {"flow": 3, "flow_manifest": 1}, change

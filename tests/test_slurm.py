@@ -76,7 +76,7 @@ def test_demo_through_the_slurm_profile(tmp_path):
     # trivial rules never become cluster jobs
     assert not {"videos", "dataset_ready", "flow_manifest", "metrics", "plots", "aggregate", "all"} & set(by_rule)
     gpu_rules = {"train_motion", "train_appearance", "train_st_resnet", "train_st_resnet_star", "evaluate"}
-    assert gpu_rules <= set(by_rule) and {"frames", "flow", "index", "demo_videos"} <= set(by_rule)
+    assert gpu_rules <= set(by_rule) and {"frames", "flow", "index", "demo_videos_demo"} <= set(by_rule)
     for rule, calls_of_rule in by_rule.items():
         for args in calls_of_rule:
             line = " ".join(args)

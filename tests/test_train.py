@@ -3,6 +3,7 @@ two DDP processes follow one process's loss curve, and fully convolutional evalu
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -122,6 +123,31 @@ def test_changed_frames_are_never_resumed(tmp_path):
     # the killed run's events (steps 1 and 2, flushed at its checkpoint) went with it
     assert [e.step for e in board(out).Scalars("train/loss")] == [1, 2, 3, 4, 5, 6]
     assert len(list((out / "tensorboard").glob("events.out.tfevents.*"))) == 1
+
+
+def test_a_changed_setting_or_starting_model_is_never_resumed(prepared, tmp_path):
+    """A checkpoint is resumed only by a run of the same identity: after a change of the learning
+    rates, the seed, the BN group or the model the phase starts from, the phase starts afresh and
+    the log names what changed; the model it writes is the changed run's own."""
+    killed = tmp_path / "killed"
+    kill_after_checkpoint(train_cmd(prepared, killed), killed)
+    variants = [("lr", {**PHASE, "lr": [[0.02, 6]]}, (), "settings (lr)"),
+                ("seed", {**PHASE, "seed": 1}, (), "settings (seed 0 -> 1)"),
+                ("bn_batch", {**PHASE, "bn_batch": 4}, (), "settings (bn_batch 2 -> 4)"),
+                ("init", PHASE, (tmp_path / "seed" / "model.pt",), "init")]
+    for name, settings, init, change in variants:
+        out = tmp_path / name
+        shutil.copytree(killed, out)
+        rerun = run(train_cmd(prepared, out, settings=settings, init=init))
+        assert "resuming" not in rerun.stderr, name
+        assert f"changed since: {change}; starting afresh" in rerun.stderr, (name, rerun.stderr[-2000:])
+        made = json.loads(load_checkpoint(out / "model.pt").extra["identity"])
+        assert made["settings"]["lr"] == settings["lr"] and made["settings"]["seed"] == settings["seed"], name
+        assert made["settings"]["bn_batch"] == settings["bn_batch"] and len(made["init"]) == len(init), name
+        assert len(curves(out)) == 6 and not (out / "checkpoint.pt").exists()
+    # the same settings again do resume it
+    resumed = run(train_cmd(prepared, killed))
+    assert "resuming motion from step" in resumed.stderr
 
 
 def test_one_writer_per_output_folder(prepared, tmp_path):

@@ -5,6 +5,7 @@ import functools
 import hashlib
 import json
 import os
+import posixpath
 import shlex
 import sys
 from pathlib import Path
@@ -86,9 +87,8 @@ def _stored(path):
     settings = workflow.storage_settings
     if settings is None or settings.default_storage_provider is None:
         return None
-    prefix = settings.default_storage_prefix or ""
-    prefix = prefix if not prefix or prefix.endswith("/") else prefix + "/"
-    return workflow.storage_registry.default_storage_provider.object(f"{prefix}{os.path.normpath(path)}")
+    prefix, path = settings.default_storage_prefix, os.path.normpath(path)
+    return workflow.storage_registry.default_storage_provider.object(posixpath.join(prefix, path) if prefix else path)
 
 
 def result_exists(path):
@@ -189,7 +189,7 @@ def flow_gpus(name, method):
 
 
 def demo_files(name):
-    """The files rule demo_videos makes: split files first, then the videos."""
+    """The files that a demo dataset's rule (demo_videos_<name>) makes, split files first, then the videos."""
     entry, raw = DATASETS[name]["demo"], paths.raw_dir(name)
     return ([f"{raw}/ucfTrainTestlist/{f}" for f in stresnet.demo.SPLIT_FILES]
             + [f"{raw}/UCF101/{v}" for v in stresnet.demo.video_names(entry["groups"], entry["clips_per_group"])])
@@ -224,13 +224,13 @@ def dataset_splits(wildcards, input):
     """--splits of the index, as the job sees the split folder (see dataset_root)."""
     entry = dataset(wildcards.dataset)
     if entry["format"] == "demo":
-        return Untracked("--splits " + shlex.quote(str(Path(str(input.demo[0])).parent)))
+        return Untracked(f"--splits {shlex.quote(str(Path(str(input.demo[0])).parent))}")
     if not entry.get("splits"):
         return ""
     if entry.get("url"):
         inside = Path(entry["splits"]).relative_to(paths.download_dir(wildcards.dataset))
-        return Untracked("--splits " + shlex.quote(str(Path(str(input.source)) / inside)))
-    return "--splits " + shlex.quote(entry["splits"])
+        return Untracked(f"--splits {shlex.quote(str(Path(str(input.source)) / inside))}")
+    return f"--splits {shlex.quote(entry['splits'])}"
 
 
 _LISTINGS = {}
@@ -301,8 +301,8 @@ def shard_root(wildcards, input):
         inside = Path(entry["root"]).relative_to(paths.download_dir(wildcards.dataset))
         return Untracked(shlex.quote(str(Path(str(input.videos[0])) / inside)))
     if entry["format"] == "demo":
-        first, member = Path(str(input.videos[0])), shard_members(wildcards)[0]
-        return Untracked(shlex.quote(str(first).removesuffix("/" + member)))
+        first, member = Path(str(input.videos[0])), Path(shard_members(wildcards)[0])
+        return Untracked(shlex.quote(str(first.parents[len(member.parts) - 1])))  # first = root / member
     return shlex.quote(entry["root"])
 
 
@@ -496,7 +496,7 @@ def external_files(wildcards):
     sources = DATASETS[wildcards.dataset].get("external_scores", [])
     files = [source["path"].format(split=wildcards.split) for source in sources]
     # a file made by this workflow (export_scores) is a result, wherever results are; others are the user's
-    return [f if f.startswith(paths.BASE_RESULTS + "/") else local(f) for f in files]
+    return [f if f.startswith(f"{paths.BASE_RESULTS}/") else local(f) for f in files]
 
 
 def source_flags(wildcards, input):

@@ -10,7 +10,7 @@ for _demo in [name for name, entry in DATASETS.items() if entry["format"] == "de
         name:
             f"demo_videos_{_demo}"
         output:
-            demo_files(_demo),  # split files first: the folder is two above the first
+            files=demo_files(_demo),  # split files first: the folder is two above the first
         params:
             demo=DATASETS[_demo]["demo"],
             code=code_digest("demo"),
@@ -21,7 +21,7 @@ for _demo in [name for name, entry in DATASETS.items() if entry["format"] == "de
         conda:
             "../../envs/preprocess.yaml"
         shell:
-            "python -m stresnet demo --out \"$(dirname \"$(dirname {output[0]:q})\")\" --seed {params.demo[seed]}"
+            "python -m stresnet demo --out \"$(dirname \"$(dirname {output.files[0]:q})\")\" --seed {params.demo[seed]}"
             " --groups {params.demo[groups]} --clips-per-group {params.demo[clips_per_group]}"
             " --frames {params.demo[frames]} --width {params.demo[width]} --height {params.demo[height]} > {log} 2>&1"
 

@@ -66,7 +66,8 @@ def changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         if a == b:
             continue
         if isinstance(a, dict) and isinstance(b, dict):
-            inner = changes(a.get("settings", a), b.get("settings", b)) if "settings" in a or "settings" in b else []
+            named = key == "settings" or "settings" in a or "settings" in b  # settings: name the ones that changed
+            inner = changes(a.get("settings", a), b.get("settings", b)) if named else []
             detail = [c for c in inner if c != "sha256"]
             out.append(f"{key} ({', '.join(detail)})" if detail else key)
         else:
