@@ -33,11 +33,15 @@ lock:  ## the newest releases pyproject.toml allows, in a fresh venv, frozen int
 demo: install  ## set up, then run the whole workflow on the generated demo dataset
 	snakemake --cores $(CORES)
 
+# test processes at once (pytest-xdist): the end-to-end tests spend much of their time starting
+# processes and waiting on Snakemake, which a second process fills
+TEST_WORKERS ?= 2
+
 test: install  ## set up, then run every test (the slow end-to-end ones too)
-	python -m pytest
+	python -m pytest -n $(TEST_WORKERS)
 
 test-fast: install  ## skip the slow end-to-end tests
-	python -m pytest -m "not slow"
+	python -m pytest -n $(TEST_WORKERS) -m "not slow"
 
 lint: install
 	snakemake --lint

@@ -9,6 +9,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -95,6 +96,24 @@ def test_demo_through_the_slurm_profile(tmp_path):
             assert f"with {min(8, len(os.sched_getaffinity(0)))} threads" in log
         if rule == "frames":
             assert all("--cpus-per-task=1" in args and "--mem 2000" in " ".join(args) for args in calls_of_rule)
+
+    # Table 4 (right) with the README's example: the appearance stream's scores exported in the
+    # external format, then fused with ST-ResNet*'s; the fusion worked out here by hand
+    result = snakemake(work, *fast, "--configfile", "config.yaml", str(REPO / "examples" / "demo_external.yaml"),
+                       env=env, cores=None)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    counts = job_counts(result.stdout + result.stderr)
+    assert counts["export_scores"] == 1 and counts["fuse"] == 1 and "train_motion" not in counts, counts
+    split = work / "results/demo/split1"
+    star, two = np.load(split / "scores/st_resnet_star.npz"), np.load(split / "scores/two_stream.npz")
+    assert (star["paths"] == two["paths"]).all()
+    unit = [m / np.sqrt((m.astype(np.float64) ** 2).sum(1, keepdims=True)) for m in (star["fused"], two["appearance"])]
+    fused = np.load(split / "scores/st_resnet_star_external.npz")["fused"]
+    assert np.allclose(fused, (unit[0] + unit[1]) / 2, atol=1e-6)
+    stages = json.loads((split / "metrics.json").read_text())["stages"]
+    assert stages["appearance_export"]["top1"] == stages["appearance"]["top1"]
+    hits = (fused.argmax(1) == star["labels"]).mean()
+    assert stages["st_resnet_star+appearance_export"]["top1"] == pytest.approx(100 * hits)
 
     # the profile's optional slots, uncommented, reach sbatch under the plugin's own names (in a
     # copy of the finished run, which the rerun job leaves as it is for the checks below)

@@ -3,12 +3,16 @@ server: every job reads only what it declares, results land in the bucket, a sec
 nothing, and a shard deleted from the bucket is rebuilt with exactly what follows it."""
 
 import json
+import re
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from conftest import s3_client
+from conftest import REPO, s3_client
+from stresnet.models import load_checkpoint
 from test_workflow import TINY_DEMO, TINY_TRAIN, planned_jobs, snakemake, write_config
 
 pytestmark = pytest.mark.slow
@@ -27,9 +31,10 @@ def test_the_demo_on_s3_storage(tmp_path, s3_server):
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket="demo-run", MaxKeys=1000)["Contents"]}
     assert {"r1/results/demo/metrics.json", "r1/results/demo/flow/dis/manifest.json",
             "r1/results/demo/split1/st_resnet_star/model.pt"} <= keys
-    # beside the config only what stays local by design: logs, benchmarks, the manifests' missing-files stamps
+    # beside the config only what stays local by design: logs, benchmarks, TensorBoard files, the
+    # manifests' missing-files stamps
     local = [p.relative_to(tmp_path) for p in (tmp_path / "results").rglob("*") if p.is_file()]
-    kept = [p for p in local if {"logs", "benchmarks"} & set(p.parts) or p.name.endswith(".missing")]
+    kept = [p for p in local if {"logs", "benchmarks", "tensorboard"} & set(p.parts) or p.name.endswith(".missing")]
     assert local and local == kept, sorted(set(local) - set(kept))
     table = json.loads(s3.get_object(Bucket="demo-run", Key="r1/results/demo/metrics.json")["Body"].read())
     assert table["splits"] == 1 and set(table["table3"]) >= {"two_stream", "st_resnet_star"}
@@ -39,3 +44,45 @@ def test_the_demo_on_s3_storage(tmp_path, s3_server):
     assert planned_jobs(tmp_path, *storage, env=env) == {
         "flow": 1, "flow_manifest": 1, "train_motion": 1, "train_st_resnet": 1, "train_st_resnet_star": 1,
         "evaluate": 3, "metrics": 1, "plots": 1, "aggregate": 1, "all": 1}
+
+
+def test_a_training_job_killed_on_a_scratch_node_resumes_on_retry(tmp_path, s3_server):
+    """The stand-in SLURM, results on S3, each job's copies in a scratch folder of its own, and
+    train.state_dir on a folder every node sees: the motion job is killed after its first
+    checkpoint, SLURM reports it failed, and its retry resumes from that checkpoint."""
+    from test_slurm import fake_slurm, rule_of, sbatch_calls, site_profile
+
+    s3 = s3_client(s3_server["endpoint"])
+    s3.create_bucket(Bucket="cluster-run")
+    state = tmp_path / "state"
+    train = {**TINY_TRAIN, "gpus": 1, "state_dir": str(state), "checkpoint_every": 4,
+             "motion": {**TINY_TRAIN["motion"], "lr": [[0.01, 24]]}}
+    write_config(tmp_path, {"demo": {**DEMO, "train": train}}, ["demo"])
+    env = {**fake_slurm(tmp_path), **s3_server["env"]}
+    model = "results/demo/split1/motion/model.pt"
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path),
+           model, "--profile", str(site_profile(tmp_path)), "--latency-wait", "5",
+           "--slurm-init-seconds-before-status-checks", "1",
+           "--default-storage-provider", "s3", "--default-storage-prefix", "s3://cluster-run/r1",
+           "--shared-fs-usage", "persistence", "software-deployment", "sources", "source-cache",
+           "--remote-job-local-storage-prefix", str(tmp_path / "scratch" / "$SLURM_JOB_ID")]
+    run = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    checkpoint = state / "demo" / "split1" / "motion" / "checkpoint.pt"
+    deadline = time.time() + 600
+    while not checkpoint.exists() and run.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert checkpoint.exists(), "the motion job wrote no checkpoint under train.state_dir"
+    subprocess.run(["pkill", "-KILL", "-f", f"stresnet train --phase motion .*{state}"], check=True)
+    out, _ = run.communicate(timeout=600)
+    assert run.returncode == 0, out[-4000:]
+
+    assert [rule_of(c) for c in sbatch_calls(env)].count("train_motion") == 2  # the killed job, its retry
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket="cluster-run", MaxKeys=1000)["Contents"]}
+    assert f"r1/{model}" in keys
+    assert not (tmp_path / "results" / "demo" / "split1" / "motion" / "model.pt").exists()
+    assert any((tmp_path / "scratch").iterdir())  # the jobs' copies went to their scratch folders
+    # the log the model carries (its job's log, the retry's) says where the retry started
+    s3.download_file("cluster-run", f"r1/{model}", str(tmp_path / "model.pt"))
+    log = load_checkpoint(tmp_path / "model.pt").extra["log"]
+    assert re.search(r"resuming motion from step (4|8|12|16|20)\b", log), log[-3000:]
+    assert not checkpoint.exists()  # a finished phase leaves no state behind

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from conftest import REPO, make_broken, make_hmdb51_tree, make_ucf101_tree
+from test_integrity import flip
 from stresnet.demo import generate
 from stresnet.models import load_checkpoint
 from stresnet.paths import PHASES as TRAIN_PHASES
@@ -60,8 +61,10 @@ PREPARED = ("results/demo/dataset_ready.json", "results/demo/flow/dis/manifest.j
 
 def test_demo_preparation_runs_and_reruns_only_what_changed(tmp_path):
     write_config(tmp_path, {"demo": TINY_DEMO}, ["demo"])
-    result = snakemake(tmp_path, *PREPARED)
+    # through the workstation profile as it is in the repository (cores: all, gpu: 0, its commands printed)
+    result = snakemake(tmp_path, "--profile", str(REPO / "profiles" / "local"), *PREPARED, cores=None)
     assert result.returncode == 0, result.stderr
+    assert "Using profile" in result.stdout + result.stderr and "python -m stresnet frames" in result.stdout
     out = tmp_path / "results" / "demo"
     assert yaml.safe_load((out / "dataset_ready.json").read_text())["summary"] == {
         "videos": 21, "good": 21, "skipped": 0, "classes": 7}
@@ -81,6 +84,28 @@ def test_demo_preparation_runs_and_reruns_only_what_changed(tmp_path):
     changed = planned_jobs(tmp_path, *PREPARED)
     assert changed.get("frames") == 3 and changed.get("flow") == 3
     assert "index" not in changed and "demo_videos_demo" not in changed
+
+    # the partial-video settings reach every frame job's command
+    partial = {**TINY_DEMO, "accept_partial_videos": True, "frames": {"short_side": 64, "partial_tolerance": 0.5}}
+    write_config(tmp_path, {"demo": partial}, ["demo"])
+    plan = snakemake(tmp_path, "--dry-run", "--printshellcmds", *PREPARED)
+    commands = [line for line in plan.stdout.splitlines() if "stresnet frames" in line]
+    assert len(commands) == 3 and all("--partial-tolerance 0.5" in c and "--accept-partial" in c for c in commands)
+
+    # tvl1_torch's speed settings (batch, device, compile) rerun nothing; a shaping one does
+    solver = {"scales_number": 1, "warpings_number": 1, "inner_iterations": 2, "outer_iterations": 1,
+              "median_filtering": 3, "batch": 4, "device": "cpu", "compile": False}
+    def with_solver(**change):
+        flow = {"method": "tvl1_torch", "tvl1_torch": {**solver, **change}}
+        write_config(tmp_path, {"demo": {**TINY_DEMO, "flow": flow}}, ["demo"])
+    with_solver()
+    shard = "results/demo/flow/tvl1_torch/00000.h5"
+    assert snakemake(tmp_path, shard).returncode == 0
+    for speed in ({"batch": 64}, {"device": "auto"}, {"compile": True}):
+        with_solver(**speed)
+        assert planned_jobs(tmp_path, shard) == {}, speed
+    with_solver(tau=0.3)
+    assert planned_jobs(tmp_path, shard) == {"flow": 1}
 
 
 def test_real_clips_with_a_broken_video_stop_before_training(tmp_path):
@@ -343,7 +368,7 @@ def test_reruns_follow_exactly_what_changed(tmp_path):
     tiny_star = yaml.safe_dump({"datasets": {"d": {**data, "train": {
         **TINY_TRAIN, "st_resnet_star": {**TINY_TRAIN["st_resnet_star"], "lr": [[0.0002, 1]]}}}}})
     assert plan_with(tiny_star) == star
-    speed = {**TINY_TRAIN, "workers": 1, "checkpoint_every": 7,
+    speed = {**TINY_TRAIN, "workers": 1, "checkpoint_every": 7, "gpus": 2,
              "motion": {**TINY_TRAIN["motion"], "micro_batch": 4}}
     assert plan_with(yaml.safe_dump({"datasets": {"d": {**data, "train": speed,
                                                         "evaluate": {"chunks": 5, "workers": 1}}}})) == {}
@@ -361,11 +386,11 @@ def test_reruns_follow_exactly_what_changed(tmp_path):
     assert plan() == {**after_flow, "flow": 1}
     prepared = ("results/d/flow/dis/manifest.json",)  # the data preparation: ran, then the rest planned
     assert ran_until(prepared) == {"flow": 1, "flow_manifest": 1}
-    assert plan() == {k: v for k, v in after_flow.items() if k not in ("flow", "flow_manifest")}
+    assert plan() == {}  # the same flow again, so the same manifest: nothing after it reruns
 
     # videos: what each change reruns is the preparation jobs it ran (the frame jobs behind the
     # index, a checkpoint, are known once it has run) and the training and testing it leaves
-    # planned, which the earlier changes already left planned and which count once
+    # planned, which the later changes leave planned too (counted once)
     everything_after_frames = {"index": 1, "index_summary": 1, "frames": 1, "videos": 1, "dataset_ready": 1, **after_flow, "flow": 1,
                                "train_appearance": 1, "evaluate": 3}
 
@@ -375,9 +400,8 @@ def test_reruns_follow_exactly_what_changed(tmp_path):
     video = sorted(root.glob("*/*.avi"))[0]
     original = video.read_bytes()
     video.touch()
-    # same bytes: Snakemake compares the checksum it recorded of inputs under 1 MB: only the
-    # training left planned above
-    assert ran_until(prepared) == {}
+    # same bytes: Snakemake compares the checksum it recorded of inputs under 1 MB
+    assert plan() == {}
     video.write_bytes(original[:-1000] + b"\0" * 1000)
     # replaced: its shard only, and after (the index lists paths, which did not change)
     assert changed() == {k: v for k, v in everything_after_frames.items() if k not in ("index", "index_summary")}
@@ -387,6 +411,19 @@ def test_reruns_follow_exactly_what_changed(tmp_path):
     video.unlink()
     assert changed() == everything_after_frames  # deleted
     assert ran_until(prepared) == {}
+
+    # verified.json through Snakemake: every stored byte checks out, then a flipped one is named
+    assert ran_until(("--force", "results/d/verified.json")) == {"verify": 1}
+    assert json.loads((tmp_path / "results/d/verified.json").read_text())["damaged"] == 0
+    shard = sorted((tmp_path / "results/d/frames").glob("*.h5"))[0]
+    reader = ShardReader(shard)
+    name = reader.keys()[0]
+    offset = int(reader.offsets(name)[1]) + 100
+    reader.close()
+    flip(shard, f"videos/{name}/frames/data", offset)
+    assert run("--force", "results/d/verified.json").returncode != 0
+    log = (tmp_path / "results/d/logs/verify.log").read_text()
+    assert f"{shard.name}: video '{name}', frames 1: checksum mismatch" in log, log[-2000:]
 
 
 def test_smoke_run_checks_the_whole_dag_apart_from_real_results(tmp_path):
