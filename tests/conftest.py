@@ -139,3 +139,9 @@ def s3_client(endpoint: str):
 
     return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="test", aws_secret_access_key="test",
                         region_name="us-east-1")
+
+
+def pytest_collection_modifyitems(config, items):
+    """The slow end-to-end tests first: with two test processes (make test) they start at once,
+    and the quick ones fill in around them instead of leaving one process idle at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

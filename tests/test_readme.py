@@ -49,3 +49,39 @@ def test_each_documented_command_parses_with_its_targets_as_targets(doc, command
 def test_a_target_after_config_is_caught():
     args = get_argument_parser().parse_args(["--config", "smoke=2", "results/demo/metrics.json"])
     assert "results/demo/metrics.json" not in args.targets
+
+
+def dry_runnable(command: str) -> bool:
+    """The README's commands a dry run can check here: not those that need a finished run (the
+    report, --unlock), credentials (object storage) or a cluster's answer."""
+    return not any(flag in command for flag in ("--report", "--unlock", "--default-storage", "--sdm"))
+
+
+@pytest.mark.slow
+def test_the_readme_commands_dry_run_as_written(tmp_path):
+    """Each documented command, as written plus -n, in a folder holding the repository's config,
+    profiles and examples, with ucf101 pointed at a small tree of its layout."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from conftest import make_ucf101_tree
+
+    clips = {f"{c}/v_{c}_g{g:02d}_c01.avi": "" for c in ("ApplyEyeMakeup", "Archery") for g in (1, 8, 15, 22)}
+    root, splits = make_ucf101_tree(tmp_path / "ucf", clips)
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    config["datasets"]["ucf101"].update(root=str(root), splits=str(splits))
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "config.yaml").write_text(yaml.safe_dump(config))
+    for folder in ("profiles", "examples"):
+        (work / folder).symlink_to(ROOT / folder)
+    commands = sorted({c for _, c in COMMANDS if dry_runnable(c)})
+    assert len(commands) >= 12, commands
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(tmp_path)}
+    for command in commands:
+        words = shlex.split(command)[1:]
+        result = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "-n",
+                                 *words], cwd=work, capture_output=True, text=True, env=env)
+        assert result.returncode == 0, f"{command}:\n{(result.stdout + result.stderr)[-3000:]}"

@@ -20,6 +20,7 @@ from stresnet.evaluate import evaluate, load_model
 from stresnet.metrics import accuracy
 from stresnet.models import load_checkpoint
 from stresnet.predict import predict
+from stresnet.provenance import changes
 from conftest import prepare
 
 PHASE = {"batch": 4, "bn_batch": 2, "lr": [[0.01, 6]], "chunks": 1, "stride": [1, 1], "size": 32, "seed": 0,
@@ -138,7 +139,8 @@ def test_a_changed_setting_or_starting_model_is_never_resumed(prepared, tmp_path
     for name, settings, init, change in variants:
         out = tmp_path / name
         shutil.copytree(killed, out)
-        rerun = run(train_cmd(prepared, out, settings=settings, init=init))
+        speed = {**SPEED, "micro_batch": max(SPEED["micro_batch"], settings["bn_batch"])}  # whole BN groups
+        rerun = run(train_cmd(prepared, out, settings=settings, init=init, speed=speed))
         assert "resuming" not in rerun.stderr, name
         assert f"changed since: {change}; starting afresh" in rerun.stderr, (name, rerun.stderr[-2000:])
         made = json.loads(load_checkpoint(out / "model.pt").extra["identity"])
@@ -148,6 +150,30 @@ def test_a_changed_setting_or_starting_model_is_never_resumed(prepared, tmp_path
     # the same settings again do resume it
     resumed = run(train_cmd(prepared, killed))
     assert "resuming motion from step" in resumed.stderr
+
+
+def test_every_train_option_reaches_the_script_through_torchrun():
+    """torchrun (train.gpus > 1) reads the whole command line: an option of the stage that it takes
+    for one of its own, or an abbreviation of one (--log of --log-dir), stops every multi-GPU job."""
+    from torch.distributed.run import get_args_parser
+
+    from stresnet.train import build_parser
+
+    options = [o for a in build_parser()._actions for o in a.option_strings if o.startswith("--") and o != "--help"]
+    assert "--log-file" in options and "--state-dir" in options
+    for option in options:
+        parsed = get_args_parser().parse_args(["--standalone", "--nproc_per_node", "2", "-m", "stresnet", "train",
+                                               option, "value"])
+        assert parsed.training_script_args[-2:] == [option, "value"], option
+
+
+def test_the_reason_names_each_changed_setting_and_input():
+    old = {"phase": "motion", "settings": {"lr": [[0.01, 6]], "seed": 0, "bn_batch": 2},
+           "frames": {"settings": {"short_side": 32}, "sha256": "a"}, "init": [{"sha256": "b"}]}
+    new = {"phase": "motion", "settings": {"lr": [[0.02, 6]], "seed": 1, "bn_batch": 2},
+           "frames": {"settings": {"short_side": 24}, "sha256": "c"}, "init": [{"sha256": "d"}]}
+    assert changes(old, new) == ["frames (short_side 32 -> 24)", "init", "settings (lr, seed 0 -> 1)"]
+    assert changes(old, old) == []
 
 
 def test_one_writer_per_output_folder(prepared, tmp_path):

@@ -64,7 +64,7 @@ def test_demo_preparation_runs_and_reruns_only_what_changed(tmp_path):
     # through the workstation profile as it is in the repository (cores: all, gpu: 0, its commands printed)
     result = snakemake(tmp_path, "--profile", str(REPO / "profiles" / "local"), *PREPARED, cores=None)
     assert result.returncode == 0, result.stderr
-    assert "Using profile" in result.stdout + result.stderr and "python -m stresnet frames" in result.stdout
+    assert "Using profile" in result.stdout + result.stderr and "python -m stresnet frames" in result.stdout + result.stderr
     out = tmp_path / "results" / "demo"
     assert yaml.safe_load((out / "dataset_ready.json").read_text())["summary"] == {
         "videos": 21, "good": 21, "skipped": 0, "classes": 7}

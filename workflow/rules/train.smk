@@ -36,7 +36,7 @@ rule train_motion:
         "{params.launcher} -m stresnet train --phase {params.phase} --split {wildcards.split}"
         " --frames-manifest {input.frames} {params.flow} --config {params.settings} --speed {params.speed}"
         " --pretrained {params.pretrained} {params.init} --threads {threads}"
-        " --out-dir $(dirname {output.model}) {params.state} --log {log} >> {log} 2>&1"
+        " --out-dir $(dirname {output.model}) {params.state} --log-file {log} >> {log} 2>&1"
 
 
 use rule train_motion as train_appearance with:

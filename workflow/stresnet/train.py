@@ -233,6 +233,7 @@ class Trainer:
         short_side = frames.settings["short_side"]
         # what predict needs to prepare a new video as this data was prepared
         self.info = {"classes": list(classes), "short_side": short_side,
+                     "jpeg_quality": frames.settings["jpeg_quality"],
                      "flow": {k: flow.settings[k] for k in ("method", "params", "bound", "jpeg_quality")} if flow else None}
         pretrained = args.pretrained if args.pretrained in ("imagenet", "none") or args.init else file_identity(args.pretrained)
         self.identity = {"phase": self.phase, "split": args.split, "settings": cfg, "frames": frames.identity(),
@@ -473,7 +474,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--state-dir", help="checkpoint.pt, its lock and TensorBoard's files (default: beside the outputs); "
                                        "a folder every node sees, for jobs retried on another node")
-    p.add_argument("--log", help="the job's log file, appended to: its part from this process is kept in model.pt")
+    # not --log: torchrun reads every option of the command line, and takes --log for an
+    # abbreviation of its own --log-dir (an error that stops every multi-GPU job)
+    p.add_argument("--log-file", dest="log", help="the job's log file, appended to: its part from this process is kept in model.pt")
     return p
 
 def main(argv: list[str] | None = None) -> None:
