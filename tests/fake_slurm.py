@@ -98,8 +98,10 @@ def srun(args: list[str]) -> None:
     if tasks == 1:
         sys.exit(subprocess.call(command))
     per_node = int(options.get("--ntasks-per-node") or tasks)
+    # as slurmstepd does: each task gets the step's node list again (the jobstep dropped the job's)
     procs = [subprocess.Popen(command, env={**os.environ, "SLURM_PROCID": str(k), "SLURM_LOCALID": str(k % per_node),
-                                            "SLURM_NODEID": str(k // per_node), "SLURM_NTASKS": str(tasks)})
+                                            "SLURM_NODEID": str(k // per_node), "SLURM_NTASKS": str(tasks),
+                                            "SLURM_STEP_NODELIST": "localhost", "SLURM_JOB_NODELIST": "localhost"})
              for k in range(tasks)]
     sys.exit(max(p.wait() for p in procs))
 
@@ -113,8 +115,10 @@ def main() -> None:
     elif tool == "scontrol":
         if args[:2] == ["show", "config"]:
             print("MinJobAge               = 300 sec")
-        elif args[:2] == ["show", "hostnames"]:
-            print("localhost")
+        elif args[:2] == ["show", "hostnames"]:  # a comma-separated list, one name a line (no ranges)
+            if len(args) < 3 or not args[2]:
+                sys.exit("scontrol: error: no hostlist given")
+            print("\n".join(args[2].split(",")))
     elif tool == "sinfo":
         print("PARTITION\n" + "\n".join(re.findall(r"[\w-]+", os.environ.get("FAKE_SLURM_PARTITIONS", "cpu gpu"))))
     elif tool in ("sacctmgr", "sshare"):

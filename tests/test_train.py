@@ -176,6 +176,27 @@ def test_the_reason_names_each_changed_setting_and_input():
     assert changes(old, old) == []
 
 
+def test_srun_tasks_take_their_ranks_and_the_first_node_of_their_step(tmp_path, monkeypatch):
+    """train.nodes > 1: each srun task's rank, world and local rank are SLURM's, the rendezvous the
+    first host `scontrol show hostnames` lists for the step's nodes, the port one of the job."""
+    from stresnet.train import ranks_from_slurm
+
+    scontrol = tmp_path / "scontrol"
+    scontrol.write_text('#!/bin/sh\n[ "$1 $2" = "show hostnames" ] && printf "gpu-a17\\ngpu-a18\\n"\n')
+    scontrol.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    for name in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("STRESNET_DDP", "slurm")
+    env = {"SLURM_PROCID": "3", "SLURM_NTASKS": "4", "SLURM_LOCALID": "1", "SLURM_JOB_ID": "123456",
+           "SLURM_STEP_NODELIST": "gpu-a[17-18]"}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    ranks_from_slurm()
+    assert [os.environ[k] for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")] == [
+        "3", "4", "1", "gpu-a17", str(20000 + 123456 % 20000)]
+
+
 def test_one_writer_per_output_folder(prepared, tmp_path):
     out = tmp_path / "motion"
     long = {**PHASE, "lr": [[0.01, 400]]}

@@ -349,14 +349,12 @@ def launcher(name, phase):
     command in the batch script (no `srun -n1` step around it that a nested srun would have to
     share), and srun starts nodes x GPUs tasks with their CPUs and each node's GPUs; each task's
     rank and device come from SLURM (SLURM_PROCID, SLURM_LOCALID), the rendezvous is env:// on the
-    first node."""
+    first node of the step."""
     gpus, nodes = train_setting(name, "gpus"), train_setting(name, "nodes")
     if nodes > 1:
         per_node = max(1, gpus)
         cpus = config["train"]["threads"] + phase_settings(name, phase)["workers"]
-        return Untracked(
-            'export MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)'
-            " MASTER_PORT=$((20000 + SLURM_JOB_ID % 20000)); "
+        return Untracked(  # each task finds the first node and the port itself (train.ranks_from_slurm)
             f"srun --nodes={nodes} --ntasks={nodes * per_node} --ntasks-per-node={per_node} --cpus-per-task={cpus}"
             + (f" --gpus-per-node={gpus}" if gpus else "")
             + " --kill-on-bad-exit=1 env STRESNET_DDP=slurm python")

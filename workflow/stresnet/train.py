@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import subprocess
 import sys
 
 import time
@@ -149,10 +150,19 @@ def clip_loss(model: nn.Module, phase: str, batch: dict[str, torch.Tensor], chun
 
 def ranks_from_slurm() -> None:
     """DDP's rank variables from SLURM's, for processes started one per GPU by srun over several
-    nodes (STRESNET_DDP=slurm; torchrun sets them itself on one node)."""
-    if os.environ.get("STRESNET_DDP") == "slurm":
-        for ours, slurm in (("RANK", "SLURM_PROCID"), ("WORLD_SIZE", "SLURM_NTASKS"), ("LOCAL_RANK", "SLURM_LOCALID")):
-            os.environ[ours] = os.environ[slurm]
+    nodes (STRESNET_DDP=slurm; torchrun sets them itself on one node); the rendezvous on the first
+    node of the step. Read here, in the task: the batch script's shell does not have the node
+    list (Snakemake's SLURM jobstep drops SLURM_JOB_NODELIST before running a job's command),
+    while srun gives every task SLURM_STEP_NODELIST and SLURM_JOB_NODELIST again."""
+    if os.environ.get("STRESNET_DDP") != "slurm":
+        return
+    for ours, slurm in (("RANK", "SLURM_PROCID"), ("WORLD_SIZE", "SLURM_NTASKS"), ("LOCAL_RANK", "SLURM_LOCALID")):
+        os.environ[ours] = os.environ[slurm]
+    if not os.environ.get("MASTER_ADDR"):
+        nodes = os.environ.get("SLURM_STEP_NODELIST") or os.environ["SLURM_JOB_NODELIST"]
+        hosts = subprocess.run(["scontrol", "show", "hostnames", nodes], capture_output=True, text=True, check=True)
+        os.environ["MASTER_ADDR"] = hosts.stdout.split()[0]
+    os.environ.setdefault("MASTER_PORT", str(20000 + int(os.environ["SLURM_JOB_ID"]) % 20000))
 
 
 def job_device(setting: str) -> torch.device:
@@ -211,8 +221,9 @@ class Trainer:
         self.rank = dist.get_rank() if self.ddp else 0
         self.world = dist.get_world_size() if self.ddp else 1
         if self.ddp:
-            log.info("rank %d of %d (local rank %s) on %s", self.rank, self.world, os.environ.get("LOCAL_RANK"),
-                     self.device)
+            log.info("rank %d of %d (local rank %s) on %s, rendezvous %s:%s", self.rank, self.world,
+                     os.environ.get("LOCAL_RANK"), self.device, os.environ.get("MASTER_ADDR"),
+                     os.environ.get("MASTER_PORT"))
         self.main = self.rank == 0
         # checkpoint.pt, the lock and TensorBoard's files: beside the outputs, or in --state-dir, a
         # folder every node sees, so that a job retried elsewhere (node-local scratch) resumes
