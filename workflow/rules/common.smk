@@ -415,15 +415,17 @@ def flow_input(wildcards):
 
 def frames_listed(wildcards):
     """The files the frames manifest lists: a job reads only what it declares, so those that read
-    a manifest declare its files too (a storage provider copies in nothing else)."""
+    a manifest declare its files too (a storage provider copies in nothing else). Ancient: what
+    they hold reaches the job through the manifest's digests, so a shard rebuilt the same (its
+    bytes in another order, say) reruns nothing after it."""
     name = wildcards.dataset
-    return [paths.videos_csv(name), paths.classes_csv(name), *frame_shards(wildcards)]
+    return [ancient(f) for f in (paths.videos_csv(name), paths.classes_csv(name), *frame_shards(wildcards))]
 
 
 def flow_listed(wildcards):
     """The files the frames and flow manifests list (see frames_listed)."""
     name, method = wildcards.dataset, flow_method(wildcards.dataset)
-    return [*frames_listed(wildcards), *(paths.flow_shard(name, method, s) for s in shards(name))]
+    return [*frames_listed(wildcards), *(ancient(paths.flow_shard(name, method, s)) for s in shards(name))]
 
 
 def stream_init(phase):
