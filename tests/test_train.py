@@ -186,7 +186,8 @@ def test_srun_tasks_take_their_ranks_and_the_first_node_of_their_step(tmp_path, 
     scontrol.chmod(0o755)
     monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
     for name in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK"):
-        monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv(name, "set")  # recorded, so that what ranks_from_slurm sets is undone after the test
+        monkeypatch.delenv(name)
     monkeypatch.setenv("STRESNET_DDP", "slurm")
     env = {"SLURM_PROCID": "3", "SLURM_NTASKS": "4", "SLURM_LOCALID": "1", "SLURM_JOB_ID": "123456",
            "SLURM_STEP_NODELIST": "gpu-a[17-18]"}
