@@ -148,9 +148,9 @@ def test_demo_through_the_slurm_profile(tmp_path):
                                "motion": {**TINY_TRAIN["motion"], "batch": 8}}}  # 4 micro-batches, 1 per rank
     (tmp_path / "nodes.yaml").write_text(yaml.safe_dump({"datasets": {"demo": nodes}}))
     n_before = len(sbatch_calls(env))
-    result = snakemake(work, *fast, "--configfile", "config.yaml", str(tmp_path / "nodes.yaml"), "--forcerun",
-                       "train_motion", "evaluate", "results/demo/split1/scores/two_stream.npz",
-                       env=env, cores=None)
+    # the target first: --forcerun takes every word after it
+    result = snakemake(work, "results/demo/split1/scores/two_stream.npz", *fast, "--configfile", "config.yaml",
+                       str(tmp_path / "nodes.yaml"), "--forcerun", "train_motion", "evaluate", env=env, cores=None)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     new = {rule_of(c): c["args"] for c in sbatch_calls(env)[n_before:]}
     train = " ".join(new["train_motion"])
