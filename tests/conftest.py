@@ -142,6 +142,7 @@ def s3_client(endpoint: str):
 
 
 def pytest_collection_modifyitems(config, items):
-    """The slow end-to-end tests first: with two test processes (make test) they start at once,
-    and the quick ones fill in around them instead of leaving one process idle at the end."""
+    """The slow end-to-end tests first: with two test processes (make test, --dist worksteal, which
+    hands a process that runs dry half of another's queue) they start early, and the quick ones
+    fill in around them instead of leaving one process idle at the end."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
