@@ -31,12 +31,11 @@ def find_model(model_dir: Path) -> Path:
                        "give --model-dir a trained split folder, results/<dataset>/split<k>")
 
 
-def flow_stacks(frames: list[np.ndarray], positions: np.ndarray, flow: dict) -> list[np.ndarray]:
-    """The flow stacks around `positions`, computed and stored (quantised, JPEG) as the flow
-    stage does, so the model sees what it was trained on."""
+def flow_stacks(grey: list[np.ndarray], positions: np.ndarray, flow: dict) -> list[np.ndarray]:
+    """The flow stacks around `positions` of greyscale frames, computed and stored (quantised,
+    JPEG) as the flow stage does, so the model sees what it was trained on."""
     estimate = flow_method(flow["method"], flow["params"]).create()
-    grey = [decode_jpeg(f, grey=True) if isinstance(f, bytes) else cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames]
-    n_fields = len(frames) - 1
+    n_fields = len(grey) - 1
     needed = sorted({int(i) for t in positions for i in stack_indices(n_fields, int(t))})
     fields = {}
     for i in needed:
@@ -54,12 +53,15 @@ def predict(video: str | Path, model_dir: str | Path, top: int = 5, chunks: int 
     info = checkpoint.extra["info"]
     frames = list(VideoReader(video, info["short_side"]))
     if "jpeg_quality" in info:  # the frames as the frame stage stored them, and the flow stage read them
-        frames = [encode_jpeg(f, info["jpeg_quality"]) for f in frames]
+        stored = [encode_jpeg(f, info["jpeg_quality"]) for f in frames]
+        frames, grey = [decode_jpeg(b) for b in stored], [decode_jpeg(b, grey=True) for b in stored]
+    else:  # a model from before model.pt recorded the frames' JPEG quality
+        grey = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames]
     if len(frames) < 2:
         raise SettingError(f"{video}: {len(frames)} frame(s); at least 2 are needed for optical flow")
     positions = inference_positions(usable_frames(len(frames)), chunks, padding)
-    picked = [decode_jpeg(frames[t]) if isinstance(frames[t], bytes) else frames[t] for t in positions]
-    stacks = flow_stacks(frames, positions, info["flow"])
+    picked = [frames[t] for t in positions]
+    stacks = flow_stacks(grey, positions, info["flow"])
     item = {"rgb": torch.stack([rgb_tensor(picked, False), rgb_tensor(picked, True)]),
             "flow": torch.stack([flow_tensor(stacks, False), flow_tensor(stacks, True)])}
     device = torch.device("cpu")
