@@ -65,7 +65,6 @@ def test_the_readme_commands_dry_run_as_written(tmp_path):
     import sys
 
     import yaml
-
     from conftest import make_ucf101_tree
 
     clips = {f"{c}/v_{c}_g{g:02d}_c01.avi": "" for c in ("ApplyEyeMakeup", "Archery") for g in (1, 8, 15, 22)}

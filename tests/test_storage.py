@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, s3_client
 from stresnet.models import load_checkpoint
 from test_workflow import TINY_DEMO, TINY_TRAIN, planned_jobs, snakemake, write_config

@@ -12,16 +12,15 @@ import time
 import numpy as np
 import pandas as pd
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
-
+from conftest import prepare
 from stresnet.data import ClipDataset, VideoStore, WholeVideoDataset, open_videos
 from stresnet.evaluate import evaluate, load_model
 from stresnet.metrics import accuracy
 from stresnet.models import load_checkpoint
 from stresnet.predict import predict
 from stresnet.provenance import changes
-from conftest import prepare
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 PHASE = {"batch": 4, "bn_batch": 2, "lr": [[0.01, 6]], "chunks": 1, "stride": [1, 1], "size": 32, "seed": 0,
          "momentum": 0.9, "weight_decay": 5e-4, "crop": "multiscale_corners",
@@ -155,9 +154,8 @@ def test_a_changed_setting_or_starting_model_is_never_resumed(prepared, tmp_path
 def test_every_train_option_reaches_the_script_through_torchrun():
     """torchrun (train.gpus > 1) reads the whole command line: an option of the stage that it takes
     for one of its own, or an abbreviation of one (--log of --log-dir), stops every multi-GPU job."""
-    from torch.distributed.run import get_args_parser
-
     from stresnet.train import build_parser
+    from torch.distributed.run import get_args_parser
 
     options = [o for a in build_parser()._actions for o in a.option_strings if o.startswith("--") and o != "--help"]
     assert "--log-file" in options and "--state-dir" in options

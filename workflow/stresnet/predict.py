@@ -11,8 +11,8 @@ import numpy as np
 import torch
 
 from .data import flow_tensor, inference_positions, rgb_tensor, usable_frames
-from .evaluate import inference_model, video_scores
 from .errors import SettingError, run_stage
+from .evaluate import inference_model, video_scores
 from .flow import flow_method
 from .flow_reader import quantize, stack_indices
 from .models import load_checkpoint
