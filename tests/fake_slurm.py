@@ -1,7 +1,7 @@
 """Stand-in SLURM commands for tests: `python fake_slurm.py <tool> <args>`, with tool one of
 sbatch, squeue, sacct, scontrol, sinfo, srun, sacctmgr, sshare. Each job runs at once on this
 machine; every sbatch call is recorded in $FAKE_SLURM_DIR/sbatch.jsonl, and job states are
-answered as SLURM does for the executor plugin's queries."""
+answered as SLURM does for the executor plugin's queries (sacct and squeue wait for a job to end)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 STATE = Path(os.environ["FAKE_SLURM_DIR"])
@@ -56,7 +57,8 @@ def sbatch(args: list[str]) -> None:
         env["CUDA_VISIBLE_DEVICES"] = ""  # the devices SLURM would give; this machine has none
     runner = (f"bash -c {quote(script)}; code=$?; "
               f"if [ $code -eq 0 ]; then s=COMPLETED; else s=FAILED; fi; "
-              f"echo {quote(name)}\\|$s > {quote(str(STATE / 'jobs' / str(job)))}")
+              f"echo {quote(name)}\\|$s > {quote(str(STATE / f'{job}.state'))}; "  # a whole line at once
+              f"mv {quote(str(STATE / f'{job}.state'))} {quote(str(STATE / 'jobs' / str(job)))}")
     with open(Path(workdir, log), "ab") as out:
         subprocess.Popen(["bash", "-c", runner], cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT,
                          stdin=subprocess.DEVNULL, start_new_session=True)
@@ -67,12 +69,31 @@ def quote(text: str) -> str:
     return "'" + text.replace("'", "'\"'\"'") + "'"
 
 
+# the plugin waits 10 s longer before each status query that finds no job ended (up to 180 s), so
+# a test of one job at a time would mostly sleep: the stand-in query waits instead, until a job
+# ends that no query has reported yet, or a job still runs after WAIT_S (then reports it RUNNING)
+WAIT_S = 25
+
+
 def states(args: list[str]) -> None:
     name = option(args, "--name")
-    for path in sorted((STATE / "jobs").glob("*")) if (STATE / "jobs").exists() else []:
-        job_name, state = path.read_text().strip().split("|")
-        if name is None or job_name == name:
-            print(f"{path.name}|{state}")
+    reported = STATE / "reported"
+    reported.mkdir(exist_ok=True)
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        jobs = {}
+        for path in sorted((STATE / "jobs").glob("*")) if (STATE / "jobs").exists() else []:
+            job_name, state = path.read_text().strip().split("|")
+            if name is None or job_name == name:
+                jobs[path.name] = state
+        ended = [job for job, state in jobs.items() if state != "RUNNING" and not (reported / job).exists()]
+        if ended or "RUNNING" not in jobs.values() or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    for job in ended:
+        (reported / job).touch()
+    for job, state in jobs.items():
+        print(f"{job}|{state}")
 
 
 SRUN_VALUE_OPTIONS = ("-n", "-N", "-c", "-J", "--jobid", "--ntasks", "--nodes", "--cpus-per-task", "--gpus")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import errno
 import fcntl
+import functools
 import hashlib
 import os
 from pathlib import Path
@@ -28,8 +29,17 @@ def _module_file(name: str) -> Path:
     return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
 
 
-def _imports(name: str, source: str) -> set[str]:
+# cached: the Snakefile asks for 22 digests over the same few modules, and every Snakemake
+# process (each cluster job step too) parses the Snakefile; the sources do not change meanwhile
+@functools.cache
+def _source(name: str) -> str:
+    return _module_file(name).read_text()
+
+
+@functools.cache
+def _imports(name: str) -> frozenset[str]:
     """The package modules that module `name` imports (relative imports only)."""
+    source = _source(name)
     package = name if _module_file(name).name == "__init__.py" else name.rpartition(".")[0]
     found = set()
     for node in ast.walk(ast.parse(source)):
@@ -40,7 +50,7 @@ def _imports(name: str, source: str) -> set[str]:
             for alias in node.names:  # `from . import folder` names a module
                 if _module_file(f"{target}.{alias.name}").exists():
                     found.add(f"{target}.{alias.name}")
-    return {m for m in found if _module_file(m).exists()}
+    return frozenset(m for m in found if _module_file(m).exists())
 
 
 def code_digest(stage: str) -> str:
@@ -50,8 +60,8 @@ def code_digest(stage: str) -> str:
         name = todo.pop()
         if name in seen:
             continue
-        seen[name] = _module_file(name).read_text()
-        todo.extend(_imports(name, seen[name]))
+        seen[name] = _source(name)
+        todo.extend(_imports(name))
     digest = hashlib.sha256()
     for name in sorted(seen):
         digest.update(f"{name}\n{seen[name]}\n".encode())
