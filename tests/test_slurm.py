@@ -61,7 +61,9 @@ def rule_of(call: dict) -> str:
 def test_demo_through_the_slurm_profile(tmp_path):
     work = tmp_path / "work"
     work.mkdir()
-    demo = {**TINY_DEMO, "train": {**TINY_TRAIN, "gpus": 1}, "run_splits": [1], "evaluate": {"chunks": 5, "workers": 0}}
+    # one shard: each cluster job costs two Snakemake starts (the batch script's, the job step's)
+    demo = {**TINY_DEMO, "index": {"shard_size": 21}, "train": {**TINY_TRAIN, "gpus": 1}, "run_splits": [1],
+            "evaluate": {"chunks": 5, "workers": 0}}
     write_config(work, {"demo": demo}, ["demo"])
     env = fake_slurm(tmp_path)
     profile = site_profile(tmp_path)

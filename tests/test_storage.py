@@ -56,7 +56,7 @@ def test_a_training_job_killed_on_a_scratch_node_resumes_on_retry(tmp_path, s3_s
     state = tmp_path / "state"
     train = {**TINY_TRAIN, "gpus": 1, "state_dir": str(state), "checkpoint_every": 4,
              "motion": {**TINY_TRAIN["motion"], "lr": [[0.01, 24]]}}
-    write_config(tmp_path, {"demo": {**DEMO, "train": train}}, ["demo"])
+    write_config(tmp_path, {"demo": {**DEMO, "index": {"shard_size": 21}, "train": train}}, ["demo"])  # one shard
     env = {**fake_slurm(tmp_path), **s3_server["env"]}
     model = "results/demo/split1/motion/model.pt"
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path),
