@@ -54,6 +54,7 @@ bench: install  ## measure the stages; figures go to docs/benchmarks.md (bench_t
 	python benchmarks/bench_train.py
 	python benchmarks/bench_loader.py
 	python benchmarks/bench_checksums.py
+	python benchmarks/bench_threads.py
 
 clean:  ## remove results/ and .snakemake/, keeping downloads (results/*/download*) and results/pretrained/
 	@find results -mindepth 1 -maxdepth 1 ! -name pretrained -print 2>/dev/null | while read -r d; do \
