@@ -38,10 +38,10 @@ demo: install  ## set up, then run the whole workflow on the generated demo data
 TEST_WORKERS ?= 2
 
 test: install  ## set up, then run every test (the slow end-to-end ones too)
-	python -m pytest -n $(TEST_WORKERS) --dist worksteal
+	python -m pytest -n $(TEST_WORKERS) --dist load --maxschedchunk 1
 
 test-fast: install  ## skip the slow end-to-end tests
-	python -m pytest -n $(TEST_WORKERS) --dist worksteal -m "not slow"
+	python -m pytest -n $(TEST_WORKERS) --dist load --maxschedchunk 1 -m "not slow"
 
 lint: install
 	snakemake --lint

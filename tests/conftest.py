@@ -141,8 +141,25 @@ def s3_client(endpoint: str):
                         region_name="us-east-1")
 
 
+# the longest tests, longest first (seconds in a whole run on 2 cores, docs/benchmarks.md)
+LONGEST = ["test_demo_through_the_slurm_profile",  # 338
+           "test_whole_dag_on_real_ucf101_clips",  # 223
+           "test_reruns_follow_exactly_what_changed",  # 198
+           "test_the_demo_on_s3_storage",  # 167
+           "test_a_training_job_killed_on_a_scratch_node_resumes_on_retry",  # 147
+           "test_a_changed_setting_or_starting_model_is_never_resumed",  # 93
+           "test_smoke_run_checks_the_whole_dag_apart_from_real_results",  # 85
+           "test_gpu_check_dry_run_takes_every_section",  # 69
+           "test_all_phases_then_evaluation_and_predict"]  # 62
+
+
 def pytest_collection_modifyitems(config, items):
-    """The slow end-to-end tests first: with two test processes (make test, --dist worksteal, which
-    hands a process that runs dry half of another's queue) they start early, and the quick ones
-    fill in around them instead of leaving one process idle at the end."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    """The longest tests first, then the other slow ones, then the quick ones: with test processes
+    that take one test at a time (make test: --dist load --maxschedchunk 1) the long ones start
+    early, one per process, and the quick ones fill in around them instead of one process running
+    the last long test alone at the end."""
+    def rank(item) -> tuple[int, int]:
+        if item.originalname in LONGEST:
+            return 0, LONGEST.index(item.originalname)
+        return (1 if item.get_closest_marker("slow") else 2), 0
+    items.sort(key=rank)
