@@ -33,9 +33,10 @@ lock:  ## the newest releases pyproject.toml allows, in a fresh venv, frozen int
 demo: install  ## set up, then run the whole workflow on the generated demo dataset
 	snakemake --cores $(CORES)
 
-# test processes at once (pytest-xdist): the end-to-end tests spend much of their time starting
-# processes and waiting on Snakemake, which a second process fills
-TEST_WORKERS ?= 2
+# test processes at once (pytest-xdist): the end-to-end tests spend part of their time waiting
+# (on Snakemake, the stand-in SLURM, the S3 server), which another process fills; on 2 cores
+# 3 processes took 18:26, 2 took 19:10 (docs/benchmarks.md)
+TEST_WORKERS ?= 3
 
 test: install  ## set up, then run every test (the slow end-to-end ones too)
 	python -m pytest -n $(TEST_WORKERS) --dist load --maxschedchunk 1
