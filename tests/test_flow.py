@@ -199,6 +199,21 @@ def test_threads_give_the_same_shard_and_every_pair_is_computed(tmp_path):
     assert len({bytes(reader.shard.encoded(clip, i, "u")) for i in range(31)}) == 31
 
 
+@pytest.mark.parametrize("method, params", [("dis", {}), ("farneback", {}),
+                                            ("tvl1", {"scales_number": 2, "warpings_number": 1, "outer_iterations": 2})])
+def test_a_pairs_field_does_not_depend_on_what_its_estimator_computed_before(method, params):
+    """A job's worker threads each reuse an estimator, and which pairs a thread takes depends on
+    timing: a field that depended on the estimator's earlier pairs (as an OpenCV DIS object's
+    does) would make a rebuilt shard differ from the first, and rerun all training after it."""
+    frames = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in real_frames(ARCHERY, 32, 4)]  # small, as in the tests
+    estimator = flow_method(method, params).create()
+    first = estimator(frames[0], frames[1])
+    estimator(frames[2], frames[3])
+    again = estimator(frames[0], frames[1])
+    np.testing.assert_array_equal(first, again)
+    np.testing.assert_array_equal(first, flow_method(method, params).create()(frames[0], frames[1]))
+
+
 def test_command_lines_manifest_and_flowviz(tmp_path):
     write_frames(tmp_path / "f.h5", {ARCHERY: real_frames(ARCHERY, 128, 12)}, short_side=128)
     run = lambda *args: subprocess.run([sys.executable, "-m", "stresnet", *args], capture_output=True, text=True)

@@ -122,6 +122,12 @@ class Dis(_OpenCVObject):
             raise SettingError(f"dis preset must be one of {', '.join(self.presets)}")
         return cv2.DISOpticalFlow_create(self.presets[self.params["preset"]])
 
+    def create(self) -> Estimator:
+        # an OpenCV DIS object carries state from one calc to the next (the same pair computed
+        # again gives another field), so a field would depend on which pairs the worker thread
+        # that took it had computed before: a fresh object for each pair
+        return lambda prev, nxt: self._configure(self._new()).calc(prev, nxt, None)
+
     def _recorded(self) -> list[str]:
         return list(self.optional)
 
