@@ -35,7 +35,7 @@ demo: install  ## set up, then run the whole workflow on the generated demo data
 
 # test processes at once (pytest-xdist): the end-to-end tests spend part of their time waiting
 # (on Snakemake, the stand-in SLURM, the S3 server), which another process fills; on 2 cores
-# 3 processes took 18:26, 2 took 19:10 (docs/benchmarks.md)
+# 3 processes taking one test at a time took 18:27, 2 with worksteal 19:11 (docs/benchmarks.md)
 TEST_WORKERS ?= 3
 
 test: install  ## set up, then run every test (the slow end-to-end ones too)

@@ -141,7 +141,7 @@ def s3_client(endpoint: str):
                         region_name="us-east-1")
 
 
-# the longest tests, longest first (seconds in a whole run on 2 cores, docs/benchmarks.md)
+# the longest tests, longest first (seconds in one whole run, 2 test processes on 2 cores)
 LONGEST = ["test_demo_through_the_slurm_profile",  # 338
            "test_whole_dag_on_real_ucf101_clips",  # 223
            "test_reruns_follow_exactly_what_changed",  # 198
