@@ -5,8 +5,10 @@ import os
 import time
 
 import pandas as pd
+import torch
 
 from stresnet.manifest import missing_stamp
+from stresnet.models import appearance_stream, motion_stream, st_resnet, st_resnet_star
 from stresnet.summary import line, model_bytes, summarise
 
 
@@ -20,6 +22,19 @@ def test_model_sizes_are_counted_not_guessed():
     temporal = 2 * 2 * 2 * (16_384 + 65_536 + 262_144 + 1_048_576) * 4
     assert model_bytes(3) == {"appearance": appearance, "motion": motion, "st_resnet": appearance + motion + temporal,
                               "st_resnet_star": appearance + motion + temporal}
+
+
+def test_model_sizes_are_those_of_the_models_built():
+    """The summary stage counts without torch: its sizes are those of the state_dicts of the models
+    the training builds (on the meta device: no memory), for UCF101's and HMDB51's class counts."""
+    for classes in (101, 51):
+        with torch.device("meta"):
+            appearance, motion = appearance_stream(classes, "none"), motion_stream(classes, "none")
+            models = {"motion": motion, "appearance": appearance, "st_resnet": st_resnet(appearance, motion),
+                      "st_resnet_star": st_resnet_star(appearance, motion)}
+        built = {phase: sum(t.numel() * t.element_size() for t in m.state_dict().values())
+                 for phase, m in models.items()}
+        assert model_bytes(classes) == built
 
 
 def test_summary_line_of_an_index(tmp_path):

@@ -12,11 +12,8 @@ import json
 import logging
 from pathlib import Path
 
-import torch
-
 from .errors import run_stage
 from .index import read_table
-from .models import appearance_stream, motion_stream, st_resnet, st_resnet_star
 
 log = logging.getLogger(__name__)
 # stored bytes per byte of the source videos, measured on UCF101 and HMDB51 clips at short side
@@ -25,13 +22,22 @@ FRAMES_PER_VIDEO_BYTE = 6.7
 FLOW_PER_VIDEO_BYTE = 3.1
 
 
+# what a phase's model.pt holds, in counts of ResNet-50 (torchvision's, without its classifier),
+# so that this job, one per new index, needs no torch (5 s of imports); tests/test_summary.py
+# checks the sizes against the models built on the meta device
+RESNET50_PARAMS = 23_508_032
+BN_FEATURES, BN_LAYERS = 26_560, 53  # running mean and variance (fp32) per feature, a step count (int64) per layer
+FEATURES = 2048  # what the classifier of each stream reads
+# ST-ResNet's 8 temporal convolutions per stream: 1x1 ones made 3-tap, 2 more copies of their weights
+TEMPORAL_WEIGHTS = 2 * (16_384 + 65_536 + 262_144 + 1_048_576)
+
+
 def model_bytes(num_classes: int) -> dict[str, int]:
-    """Bytes of each phase's model.pt (parameters and buffers, fp32), counted on the meta device."""
-    with torch.device("meta"):
-        appearance, motion = appearance_stream(num_classes, "none"), motion_stream(num_classes, "none")
-        models = {"motion": motion, "appearance": appearance, "st_resnet": st_resnet(appearance, motion),
-                  "st_resnet_star": st_resnet_star(appearance, motion)}
-    return {phase: sum(t.numel() * t.element_size() for t in m.state_dict().values()) for phase, m in models.items()}
+    """Bytes of each phase's model.pt (parameters and buffers, fp32)."""
+    appearance = 4 * (RESNET50_PARAMS + (FEATURES + 1) * num_classes) + 4 * 2 * BN_FEATURES + 8 * BN_LAYERS
+    motion = appearance + 4 * 64 * (20 - 3) * 7 * 7  # conv1 takes 10 stacked x, y fields, not 3 colours
+    both = appearance + motion + 2 * 2 * TEMPORAL_WEIGHTS * 4  # two streams, two more copies each
+    return {"motion": motion, "appearance": appearance, "st_resnet": both, "st_resnet_star": both}
 
 
 def summarise(dataset: str, index: Path, classes: Path, root: Path, short_side: int, flow_method: str,
