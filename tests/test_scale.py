@@ -11,7 +11,7 @@ from stresnet.batching import candidates, largest_fitting, resolve_micro_batch
 from stresnet.datasets import DatasetError, load_table
 from stresnet.index import build_index, smoke_subset
 from stresnet.models import load_checkpoint
-from test_train import PHASE, SPEED, curves, run, train_cmd
+from test_train import PHASE, SPEED, curves, train_cmd, train_here
 
 CPU = torch.device("cpu")
 
@@ -53,8 +53,8 @@ def test_auto_micro_batch_trains_the_same_model_as_two_bn_groups_per_pass(prepar
     apart in float32 as a run with 2 threads does from one with 1 (the second loss by 4e-4 of
     itself here; with one BatchNorm2d call per group by 5e-7, the third by 2%);
     test_paper_training checks the gradients' equality in float64."""
-    two_groups = run(train_cmd(prepared, tmp_path / "two", speed={**SPEED, "micro_batch": 4}))
-    auto = run(train_cmd(prepared, tmp_path / "auto", speed={**SPEED, "micro_batch": "auto"}))
+    two_groups = train_here(train_cmd(prepared, tmp_path / "two", speed={**SPEED, "micro_batch": 4}))
+    auto = train_here(train_cmd(prepared, tmp_path / "auto", speed={**SPEED, "micro_batch": "auto"}))
     assert "micro_batch: 4 clips per pass (set), 2 BN group(s) of 2 each" in two_groups.stderr
     assert "micro_batch: 2 clips per pass (one BN group per pass, the fastest on the CPU)" in auto.stderr
     a, b = curves(tmp_path / "two"), curves(tmp_path / "auto")
@@ -64,7 +64,7 @@ def test_auto_micro_batch_trains_the_same_model_as_two_bn_groups_per_pass(prepar
 
 def test_smoke_training_runs_its_steps_of_one_micro_batch_and_says_so(prepared, tmp_path):
     smoke = {**PHASE, "lr": [[0.01, 2]], "smoke": 2}
-    result = run(train_cmd(prepared, tmp_path / "smoke", settings=smoke, speed=SPEED))
+    result = train_here(train_cmd(prepared, tmp_path / "smoke", settings=smoke, speed=SPEED))
     assert "SMOKE RUN: 2 step(s) of one micro-batch each" in result.stderr
     assert curves(tmp_path / "smoke")["step"].tolist() == [1, 2]
     saved = json.loads(load_checkpoint(tmp_path / "smoke" / "model.pt").extra["config"])

@@ -117,32 +117,24 @@ def test_demo_through_the_slurm_profile(tmp_path):
     hits = (fused.argmax(1) == star["labels"]).mean()
     assert stages["st_resnet_star+appearance_export"]["top1"] == pytest.approx(100 * hits)
 
-    # the profile's optional slots, uncommented, reach sbatch under the plugin's own names (in a
-    # copy of the finished run, which the rerun job leaves as it is for the checks below)
+    # two GPUs per training job: sbatch asks for both and the job runs one process per GPU; with the
+    # profile's optional slots uncommented, which reach sbatch under the plugin's own names (the
+    # GPU jobs' own qos and constraint, every job's reservation)
     slots = tmp_path / "slots"
     shutil.copytree(profile, slots)
     (slots / "config.yaml").write_text(with_optional_slots((slots / "config.yaml").read_text()))
-    shutil.copytree(work, tmp_path / "work-slots", symlinks=True)
-    n_before = len(sbatch_calls(env))
-    result = snakemake(tmp_path / "work-slots", "--profile", str(slots), *fast[2:], "--forcerun", "index",
-                       "--until", "index", env=env, cores=None)
-    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
-    new = sbatch_calls(env)[n_before:]
-    assert [rule_of(c) for c in new] == ["index"]
-    line = " ".join(new[0]["args"]).replace("'", "")
-    for flag in ("--qos=normal", "-C intel", "--reservation=my_reservation"):
-        assert flag in line, line
-
-    # two GPUs per training job: sbatch asks for both and the job runs one process per GPU
     two = {**demo, "train": {**TINY_TRAIN, "gpus": 2}}
     (tmp_path / "two.yaml").write_text(yaml.safe_dump({"datasets": {"demo": two}}))
     n_before = len(sbatch_calls(env))
-    result = snakemake(work, *fast, "--configfile", "config.yaml", str(tmp_path / "two.yaml"), "--forcerun",
-                       "train_motion", "--until", "train_motion", env=env, cores=None)
+    result = snakemake(work, "--profile", str(slots), *fast[2:], "--configfile", "config.yaml", str(tmp_path / "two.yaml"),
+                       "--forcerun", "train_motion", "--until", "train_motion", env=env, cores=None)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     assert job_counts(result.stdout + result.stderr) == {"train_motion": 1}
     new = sbatch_calls(env)[n_before:]
     assert len(new) == 1 and "--gpus=2" in new[0]["args"]
+    line = " ".join(new[0]["args"]).replace("'", "")
+    for flag in ("--qos=gpu", "-C a100", "--reservation=my_reservation"):
+        assert flag in line, line
 
     # two nodes of two GPUs: SLURM gives each node 2 GPUs and one task per GPU, each rank its own
     # device (its local rank); evaluation stays on one node and one GPU

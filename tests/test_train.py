@@ -1,13 +1,16 @@
 """Training on a tiny prepared dataset: loss goes down, a killed run resumes to the same end,
 two DDP processes follow one process's loss curve, and fully convolutional evaluation."""
 
+import io
 import json
+import logging
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -46,6 +49,27 @@ def run(cmd, **kw):
     result = subprocess.run(cmd, capture_output=True, text=True, **kw)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
+
+
+def train_here(cmd):
+    """A training command run in this test process, as run() runs it in a new one, without the new
+    process's 5 s of imports (these tests train dozens of times); what the stage logged is
+    .stderr. A command a test kills, or whose exit status or own output it checks, runs in its own."""
+    from stresnet.train import main
+
+    assert cmd[1:4] == ["-m", "stresnet", "train"], cmd
+    text, root, threads = io.StringIO(), logging.getLogger(), torch.get_num_threads()
+    handler, level = logging.StreamHandler(text), root.level
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))  # the stage's own format
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        main(cmd[4:])
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+        torch.set_num_threads(threads)  # the stage sets its --threads
+    return SimpleNamespace(stderr=text.getvalue(), returncode=0)
 
 
 def curves(out):
@@ -98,10 +122,10 @@ def kill_after_checkpoint(cmd, out):
 
 def test_killed_run_resumes_to_the_same_end(prepared, tmp_path):
     """Speed settings (workers, checkpoint interval) are not part of a run's identity: it resumes."""
-    run(train_cmd(prepared, tmp_path / "whole"))
+    train_here(train_cmd(prepared, tmp_path / "whole"))
     kill_after_checkpoint(train_cmd(prepared, tmp_path / "killed"), tmp_path / "killed")
     faster = {**SPEED, "workers": 1, "checkpoint_every": 3}
-    resumed = run(train_cmd(prepared, tmp_path / "killed", speed=faster))
+    resumed = train_here(train_cmd(prepared, tmp_path / "killed", speed=faster))
     assert "resuming motion from step" in resumed.stderr
     assert curves(tmp_path / "killed")["loss"].tolist() == curves(tmp_path / "whole")["loss"].tolist()
     # the killed run's events up to its checkpoint are kept (flushed there), the rest follow them
@@ -116,7 +140,7 @@ def test_changed_frames_are_never_resumed(tmp_path):
     out = tmp_path / "motion"
     kill_after_checkpoint(train_cmd(results, out), out)
     prepare(tmp_path / "data", short_side=24)
-    rerun = run(train_cmd(results, out))
+    rerun = train_here(train_cmd(results, out))
     assert "resuming" not in rerun.stderr
     assert "changed since: flow; frames (short_side 32 -> 24); starting afresh" in rerun.stderr
     assert load_checkpoint(out / "model.pt").extra["info"]["short_side"] == 24
@@ -139,7 +163,7 @@ def test_a_changed_setting_or_starting_model_is_never_resumed(prepared, tmp_path
         out = tmp_path / name
         shutil.copytree(killed, out)
         speed = {**SPEED, "micro_batch": max(SPEED["micro_batch"], settings["bn_batch"])}  # whole BN groups
-        rerun = run(train_cmd(prepared, out, settings=settings, init=init, speed=speed))
+        rerun = train_here(train_cmd(prepared, out, settings=settings, init=init, speed=speed))
         assert "resuming" not in rerun.stderr, name
         assert f"changed since: {change}; starting afresh" in rerun.stderr, (name, rerun.stderr[-2000:])
         made = json.loads(load_checkpoint(out / "model.pt").extra["identity"])
@@ -147,7 +171,7 @@ def test_a_changed_setting_or_starting_model_is_never_resumed(prepared, tmp_path
         assert made["settings"]["bn_batch"] == settings["bn_batch"] and len(made["init"]) == len(init), name
         assert len(curves(out)) == 6 and not (out / "checkpoint.pt").exists()
     # the same settings again do resume it
-    resumed = run(train_cmd(prepared, killed))
+    resumed = train_here(train_cmd(prepared, killed))
     assert "resuming motion from step" in resumed.stderr
 
 
@@ -217,14 +241,14 @@ def test_one_writer_per_output_folder(prepared, tmp_path):
     dead.wait()
     stale = out / f".checkpoint.pt.{dead.pid}.tmp"
     stale.write_bytes(b"half a checkpoint")
-    result = run(train_cmd(prepared, out))
+    result = train_here(train_cmd(prepared, out))
     assert not stale.exists() and "removed temporary files of writers that are gone" in result.stderr
     assert (out / "model.pt").exists()
 
 
 def test_two_ddp_processes_follow_one_process(prepared, tmp_path):
     settings = {**PHASE, "lr": [[0.01, 3]]}
-    run(train_cmd(prepared, tmp_path / "one", settings=settings))
+    train_here(train_cmd(prepared, tmp_path / "one", settings=settings))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
          *train_cmd(prepared, tmp_path / "two", settings=settings)[1:]], env=env)
@@ -241,10 +265,10 @@ def test_all_phases_then_evaluation_and_predict(prepared, tmp_path):
     assert head[0].startswith("INFO stresnet.train: stresnet train, pid ") and "--phase motion" in head[0]
     assert "phase motion, split 1" in head[1] and "device: cpu" in head[2] and head[3].startswith("INFO stresnet.train: settings: {")
     assert "frames:" in log and "flow:" in log and "done: motion, steps 1-2 of 2" in log and "\r" not in log
-    run(train_cmd(prepared, tmp_path / "appearance", "appearance", streams))
-    run(train_cmd(prepared, tmp_path / "st_resnet", "st_resnet", clips,
+    train_here(train_cmd(prepared, tmp_path / "appearance", "appearance", streams))
+    train_here(train_cmd(prepared, tmp_path / "st_resnet", "st_resnet", clips,
                   init=[tmp_path / "appearance/model.pt", tmp_path / "motion/model.pt"]))
-    run(train_cmd(prepared, tmp_path / "st_resnet_star", "st_resnet_star", {**clips, "chunks": 5},
+    train_here(train_cmd(prepared, tmp_path / "st_resnet_star", "st_resnet_star", {**clips, "chunks": 5},
                   init=[tmp_path / "st_resnet/model.pt"]))
     for phase in ("motion", "appearance", "st_resnet", "st_resnet_star"):
         assert len(curves(tmp_path / phase)) == (2 if phase in ("motion", "appearance") else 1)
