@@ -102,6 +102,41 @@ def prepared(tmp_path_factory):
     return prepare(tmp_path_factory.mktemp("data"))
 
 
+def shared_folder(tmp_path_factory, worker_id: str) -> Path:
+    """A folder this session's test processes share (pytest-xdist's: the parent of each process's
+    own), for what is built once for all of them, under a lock."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if worker_id != "master" else base
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory, worker_id) -> Path:
+    """One complete run of the workflow, made once for every test process of the session: a
+    folder dataset of generated videos, all four phases of split 1, evaluation and Table 3
+    (tests/test_workflow.py, make_finished_run). Its config names only paths inside it, so a
+    copy (copy_run) is a finished run too: a test changes a copy, never this one."""
+    import fcntl
+
+    from test_workflow import make_finished_run
+
+    folder = shared_folder(tmp_path_factory, worker_id)
+    run, done = folder / "finished_run", folder / "finished_run.done"
+    with open(folder / "finished_run.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the first process builds it, the others wait for it
+        if not done.exists():
+            shutil.rmtree(run, ignore_errors=True)  # a build that failed in another process
+            run.mkdir()
+            make_finished_run(run)
+            done.touch()
+    return run
+
+
+def copy_run(run: Path, dest: Path) -> Path:
+    """A copy of a finished run that Snakemake takes for finished: time stamps and its records kept."""
+    shutil.copytree(run, dest, symlinks=True, dirs_exist_ok=True)
+    return dest
+
+
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory):
     """A local S3 server (moto, on 127.0.0.1) and the environment that points Snakemake's S3
@@ -141,16 +176,19 @@ def s3_client(endpoint: str):
                         region_name="us-east-1")
 
 
-# the longest tests, longest first (seconds in one whole run, 2 test processes on 2 cores)
-LONGEST = ["test_demo_through_the_slurm_profile",  # 338
-           "test_whole_dag_on_real_ucf101_clips",  # 223
-           "test_reruns_follow_exactly_what_changed",  # 198
-           "test_the_demo_on_s3_storage",  # 167
-           "test_a_training_job_killed_on_a_scratch_node_resumes_on_retry",  # 147
-           "test_a_changed_setting_or_starting_model_is_never_resumed",  # 93
-           "test_smoke_run_checks_the_whole_dag_apart_from_real_results",  # 85
-           "test_gpu_check_dry_run_takes_every_section",  # 69
-           "test_all_phases_then_evaluation_and_predict"]  # 62
+# the longest tests, longest first (seconds in one whole run, 3 test processes on 2 cores); the
+# reruns test builds the finished run (conftest.finished_run) that the all-phases test then reads
+LONGEST = ["test_reruns_follow_exactly_what_changed",  # 339
+           "test_demo_through_the_slurm_profile",  # 336
+           "test_the_demo_on_s3_storage",  # 276
+           "test_a_training_job_killed_on_a_scratch_node_resumes_on_retry",  # 240
+           "test_whole_dag_on_real_ucf101_clips",  # 204
+           "test_smoke_run_checks_the_whole_dag_apart_from_real_results",  # 173
+           "test_gpu_check_dry_run_takes_every_section",  # 119
+           "test_the_readme_commands_dry_run_as_written",  # 78
+           "test_a_changed_setting_or_starting_model_is_never_resumed",  # 72
+           "test_demo_preparation_runs_and_reruns_only_what_changed",  # 69
+           "test_all_phases_then_evaluation_and_predict"]  # 51
 
 
 def pytest_collection_modifyitems(config, items):

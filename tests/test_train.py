@@ -18,7 +18,6 @@ import torch
 from conftest import prepare
 from stresnet.data import ClipDataset, VideoStore, WholeVideoDataset, open_videos
 from stresnet.evaluate import evaluate, load_model
-from stresnet.metrics import accuracy
 from stresnet.models import load_checkpoint
 from stresnet.predict import predict
 from stresnet.provenance import changes
@@ -257,54 +256,56 @@ def test_two_ddp_processes_follow_one_process(prepared, tmp_path):
     assert one["accuracy"].tolist() == two["accuracy"].tolist()
 
 
-def test_all_phases_then_evaluation_and_predict(prepared, tmp_path):
-    streams = {**PHASE, "lr": [[0.01, 2]]}
-    clips = {**PHASE, "lr": [[0.001, 1]], "chunks": 3, "stride": [1, 3]}
-    log = run(train_cmd(prepared, tmp_path / "motion", "motion", streams)).stderr
+def test_all_phases_then_evaluation_and_predict(finished_run):
+    """The four phases of a finished workflow run (conftest.py, finished_run): each phase's log,
+    curves and TensorBoard run; evaluation in this process gives the scores of the run's evaluate
+    job; predict on a raw test video gives their 5 highest. Not marked slow: the run takes about
+    as long as the four trainings this test made itself before it shared one."""
+    out = finished_run / "results" / "d"
+    split = out / "split1"
+    log = (out / "logs" / "split1" / "train_motion.log").read_text()
     head = [line for line in log.splitlines() if "stresnet.train" in line]
     assert head[0].startswith("INFO stresnet.train: stresnet train, pid ") and "--phase motion" in head[0]
     assert "phase motion, split 1" in head[1] and "device: cpu" in head[2] and head[3].startswith("INFO stresnet.train: settings: {")
     assert "frames:" in log and "flow:" in log and "done: motion, steps 1-2 of 2" in log and "\r" not in log
-    train_here(train_cmd(prepared, tmp_path / "appearance", "appearance", streams))
-    train_here(train_cmd(prepared, tmp_path / "st_resnet", "st_resnet", clips,
-                  init=[tmp_path / "appearance/model.pt", tmp_path / "motion/model.pt"]))
-    train_here(train_cmd(prepared, tmp_path / "st_resnet_star", "st_resnet_star", {**clips, "chunks": 5},
-                  init=[tmp_path / "st_resnet/model.pt"]))
     for phase in ("motion", "appearance", "st_resnet", "st_resnet_star"):
-        assert len(curves(tmp_path / phase)) == (2 if phase in ("motion", "appearance") else 1)
-        events = board(tmp_path / phase)
+        assert len(curves(split / phase)) == (2 if phase in ("motion", "appearance") else 1)  # TINY_TRAIN's lr
+        events = board(split / phase)
         # the same tags in every phase's run: TensorBoard pointed at the split overlays the phases
         assert set(events.Tags()["scalars"]) == {"train/loss", "train/accuracy", "train/lr", "train/samples_per_s",
                                                  "train/data_wait", "train/step_seconds"}
         for name in ("loss", "accuracy", "lr", "samples_per_s"):
             logged = [e.value for e in events.Scalars(f"train/{name}")]
-            assert np.allclose(logged, curves(tmp_path / phase)[name], rtol=1e-6), (phase, name)
-        assert [e.step for e in events.Scalars("train/step_seconds")] == curves(tmp_path / phase)["step"].tolist()
-    # the phase's settings (streams, above) as hparams, lists as JSON text and nested keys joined by '.'
-    assert hparams(board(tmp_path / "motion")) == {
+            assert np.allclose(logged, curves(split / phase)[name], rtol=1e-6), (phase, name)
+        assert [e.step for e in events.Scalars("train/step_seconds")] == curves(split / phase)["step"].tolist()
+    # the phase's settings (TINY_TRAIN's over config.yaml's motion phase) as hparams, lists as JSON
+    # text and nested keys joined by '.'
+    assert hparams(board(split / "motion")) == {
         "phase": "motion", "split": 1, "batch": 4, "bn_batch": 2, "lr": "[[0.01, 2]]", "chunks": 1,
-        "stride": "[1, 1]", "size": 32, "seed": 0, "momentum": 0.9, "weight_decay": 5e-4,
-        "crop": "multiscale_corners", "lr_factors.weights": 1, "lr_factors.biases": 2, "lr_factors.bn_scales": 2,
-        "lr_factors.bn_shifts": 1, "decay_factors.weights": 1, "decay_factors.biases": 0,
+        "stride": "[1, 1]", "size": 32, "seed": 0, "momentum": 0.9, "weight_decay": 5e-4, "dropout": 0.8,
+        "precision": "bf16", "crop": "multiscale_corners", "lr_factors.weights": 1, "lr_factors.biases": 2,
+        "lr_factors.bn_scales": 2, "lr_factors.bn_shifts": 1, "decay_factors.weights": 1, "decay_factors.biases": 0,
         "decay_factors.bn_scales": 0, "decay_factors.bn_shifts": 0, "micro_batch": 2, "processes": 1}
-    star = load_checkpoint(tmp_path / "st_resnet_star/model.pt", "st_resnet_star")
-    assert star.extra["info"]["classes"][0] == "StillRedSquare"
+    star = load_checkpoint(split / "st_resnet_star/model.pt", "st_resnet_star")
+    assert star.extra["info"]["classes"][0] == "DiskGrowing"  # the folders' names, sorted
 
-    videos = pd.read_csv(prepared / "videos.csv", dtype={"shard": str})
+    videos = pd.read_csv(out / "videos.csv", dtype={"shard": str})
     test = videos[videos["split1"] == "test"]
-    store = store_of(prepared, test)
-    scores = evaluate(load_model("st_resnet_star", [tmp_path / "st_resnet_star/model.pt"]), store,
-                      chunks=25, workers=0, device=torch.device("cpu"))
+    _, frames, flow = open_videos(out / "dataset_ready.json", out / "flow/dis/manifest.json")
+    scores = evaluate(load_model("st_resnet_star", [split / "st_resnet_star/model.pt"]), VideoStore(test, frames, flow),
+                      chunks=5, workers=0, device=torch.device("cpu"))  # the run's evaluate.chunks
     assert scores["appearance"].shape == scores["motion"].shape == (len(test), 7)
     assert np.allclose(scores["fused"], (scores["appearance"] + scores["motion"]) / 2)
-    assert np.isfinite(scores["fused"]).all()
-    result = accuracy(scores["fused"], scores["labels"], star.extra["info"]["classes"])
-    assert result["videos"] == len(test) and 0 <= result["top1"] <= result["top5"] <= 100
+    job = np.load(split / "scores" / "st_resnet_star.npz")
+    assert list(job["paths"]) == list(test["path"])
+    for part in ("appearance", "motion", "fused"):  # the CPU computes in fp32 whatever the precision
+        assert np.allclose(scores[part], job[part], rtol=1e-4, atol=1e-5), part
 
     # predict prepares a raw video as the pipeline did: a test video's top 5 are its evaluated
     # scores' 5 highest, in order, with their softmax over all classes (worked out here)
-    top = predict(prepared.parent / "raw/UCF101/DiskGrowing/v_DiskGrowing_g01_c01.avi", tmp_path, top=5)
-    fused = scores["fused"][list(test["path"]).index("DiskGrowing/v_DiskGrowing_g01_c01.avi")].astype(np.float64)
+    video = test["path"].iloc[0]
+    top = predict(finished_run / "raw" / "UCF101" / video, split, top=5, chunks=5)  # the run's evaluate.chunks
+    fused = job["fused"][0].astype(np.float64)
     softmax = np.exp(fused - fused.max()) / np.exp(fused - fused.max()).sum()
     order = np.argsort(-fused)[:5]
     assert [name for name, _ in top] == [star.extra["info"]["classes"][i] for i in order]
