@@ -102,15 +102,15 @@ def prepared(tmp_path_factory):
     return prepare(tmp_path_factory.mktemp("data"))
 
 
-def shared_folder(tmp_path_factory, worker_id: str) -> Path:
-    """A folder this session's test processes share (pytest-xdist's: the parent of each process's
-    own), for what is built once for all of them, under a lock."""
+def shared_folder(tmp_path_factory, config) -> Path:
+    """A folder this session's test processes share (under pytest-xdist the parent of each
+    process's own, else its own), for what is built once for all of them, under a lock."""
     base = tmp_path_factory.getbasetemp()
-    return base.parent if worker_id != "master" else base
+    return base.parent if hasattr(config, "workerinput") else base
 
 
 @pytest.fixture(scope="session")
-def finished_run(tmp_path_factory, worker_id) -> Path:
+def finished_run(tmp_path_factory, request) -> Path:
     """One complete run of the workflow, made once for every test process of the session: a
     folder dataset of generated videos, all four phases of split 1, evaluation and Table 3
     (tests/test_workflow.py, make_finished_run). Its config names only paths inside it, so a
@@ -119,7 +119,7 @@ def finished_run(tmp_path_factory, worker_id) -> Path:
 
     from test_workflow import make_finished_run
 
-    folder = shared_folder(tmp_path_factory, worker_id)
+    folder = shared_folder(tmp_path_factory, request.config)
     run, done = folder / "finished_run", folder / "finished_run.done"
     with open(folder / "finished_run.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # the first process builds it, the others wait for it

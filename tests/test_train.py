@@ -53,10 +53,13 @@ def run(cmd, **kw):
 def train_here(cmd):
     """A training command run in this test process, as run() runs it in a new one, without the new
     process's 5 s of imports (these tests train dozens of times); what the stage logged is
-    .stderr. A command a test kills, or whose exit status or own output it checks, runs in its own."""
+    .stderr. A command a test kills, or whose exit status or own output it checks, runs in its own,
+    and so does one with loader workers: they would be forked from this process, whose other
+    threads (pytest-xdist's) may hold a lock at that moment, which the fork then waits on forever."""
     from stresnet.train import main
 
     assert cmd[1:4] == ["-m", "stresnet", "train"], cmd
+    assert json.loads(cmd[cmd.index("--speed") + 1]).get("workers") == 0, "loader workers: run() it"
     text, root, threads = io.StringIO(), logging.getLogger(), torch.get_num_threads()
     handler, level = logging.StreamHandler(text), root.level
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))  # the stage's own format
@@ -124,7 +127,7 @@ def test_killed_run_resumes_to_the_same_end(prepared, tmp_path):
     train_here(train_cmd(prepared, tmp_path / "whole"))
     kill_after_checkpoint(train_cmd(prepared, tmp_path / "killed"), tmp_path / "killed")
     faster = {**SPEED, "workers": 1, "checkpoint_every": 3}
-    resumed = train_here(train_cmd(prepared, tmp_path / "killed", speed=faster))
+    resumed = run(train_cmd(prepared, tmp_path / "killed", speed=faster))
     assert "resuming motion from step" in resumed.stderr
     assert curves(tmp_path / "killed")["loss"].tolist() == curves(tmp_path / "whole")["loss"].tolist()
     # the killed run's events up to its checkpoint are kept (flushed there), the rest follow them
