@@ -35,8 +35,8 @@ class RangeHandler(http.server.BaseHTTPRequestHandler):
         self.send_response(206 if start else 200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
+        type(self).sent += len(body)  # before the body: the client may return as soon as it has it
         self.wfile.write(body)
-        type(self).sent += len(body)
 
     def log_message(self, *args):
         pass
