@@ -94,6 +94,35 @@ def test_config_errors_name_the_key_written_its_value_and_the_allowed_range(chan
     assert config_error(config, SCHEMA).startswith(message)
 
 
+def test_defaults_are_those_snakemakes_validate_fills_in():
+    """fill_defaults (the schema read once, with libyaml) gives the config Snakemake's own
+    validate() gives, for the repository's config and for one that leaves nearly all out."""
+    import copy
+
+    from snakemake.utils import validate
+    from stresnet.config import fill_defaults
+
+    full = yaml.safe_load((REPO / "config.yaml").read_text())
+    sparse = {k: full[k] for k in ("index", "frames", "flow", "train", "evaluate")}  # no smoke, no fetch
+    sparse["datasets"] = {"u": {"format": "ucf101", "root": "raw/UCF-101", "splits": "raw/lists",
+                                "train": {"motion": {"lr": [[0.01, 5]]}}},
+                          "d": {"format": "demo", "demo": {"groups": 4}, "external_scores": [{"name": "x", "path": "x.npz"}]}}
+    sparse["targets"] = ["d"]
+    for config in (full, sparse):
+        ours, theirs = copy.deepcopy(config), copy.deepcopy(config)
+        fill_defaults(ours, SCHEMA)
+        validate(theirs, str(SCHEMA))
+        assert ours == theirs
+    assert ours["datasets"]["d"]["demo"] == {"groups": 4, "seed": 0, "clips_per_group": 2, "frames": 24,
+                                             "width": 128, "height": 96}  # the schema's defaults, by hand
+    assert ours["datasets"]["d"]["external_scores"][0]["weight"] == 1.0
+    assert ours["smoke"] == 0 and ours["fetch"] == {"max_unpacked_gb": 2000, "max_members": 1000000}
+    ours["fetch"]["max_members"] = 9  # a default filled in is the config's own, not the schema's
+    again = copy.deepcopy(sparse)
+    fill_defaults(again, SCHEMA)
+    assert again["fetch"]["max_members"] == 1000000
+
+
 def test_loader_workers_keep_up_with_the_model_by_phase():
     from stresnet.config import loader_workers
 

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pandas as pd
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
 
 # the package lives beside this file (workflow/stresnet), found from this file rather than from the
 # main Snakefile, which is another workflow's when this one is used as a module; rules call its
@@ -40,7 +39,7 @@ SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
 problem = config_error(config, SCHEMA)
 if problem:
     raise WorkflowError(problem)
-validate(config, str(SCHEMA))  # fills in the schema's defaults
+stresnet.config.fill_defaults(config, SCHEMA)
 problem = next(iter(cross_field_errors(config)), None)
 if problem:
     raise WorkflowError(problem)

@@ -3,13 +3,14 @@ and for settings that are valid alone but not together."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
+import copy
 import difflib
+import functools
 import math
 import re
 import string
+from pathlib import Path
+from typing import Any
 
 import jsonschema
 import yaml
@@ -54,11 +55,32 @@ def flow_method_settings(flow: dict[str, Any], method: str) -> tuple[dict[str, A
             {k: v for k, v in settings.items() if k in FLOW_SPEED_KEYS})
 
 
+@functools.cache
+def load_schema(schema_file: str) -> dict[str, Any]:
+    # libyaml's loader where PyYAML has it: 9 times faster than the pure-Python one Snakemake's
+    # validate() reads it with, and every Snakemake start (each cluster job's too) reads the schema
+    return yaml.load(Path(schema_file).read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
+def fill_defaults(config: dict[str, Any], schema_file: str | Path) -> None:
+    """Set every default the schema gives that `config` leaves out, as snakemake.utils.validate
+    does (the jsonschema recipe it uses), from the schema loaded once; `config` must be valid."""
+    base = jsonschema.Draft202012Validator
+    properties = base.VALIDATORS["properties"]
+
+    def set_defaults(validator, props, instance, schema):
+        for name, sub in props.items():
+            if "default" in sub:
+                instance.setdefault(name, copy.deepcopy(sub["default"]))
+        yield from properties(validator, props, instance, schema)
+
+    jsonschema.validators.extend(base, {"properties": set_defaults})(load_schema(str(schema_file))).validate(config)
+
+
 def config_error(config: dict[str, Any], schema_file: str | Path) -> str | None:
     """The most relevant schema violation of `config` as one line naming the key the user wrote,
     the bad value and what is allowed; None when it is valid."""
-    # libyaml's loader where PyYAML has it: 7 times faster, and every Snakemake start reads the schema
-    schema = yaml.load(Path(schema_file).read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    schema = load_schema(str(schema_file))
     validator = jsonschema.Draft202012Validator(schema)
     error = jsonschema.exceptions.best_match(validator.iter_errors(config), key=_relevance)
     if error is None:

@@ -16,7 +16,6 @@ from pathlib import Path
 
 from .errors import InputError, run_stage
 from .manifest import Manifest, file_sha256
-from .models.checkpoint import load_checkpoint
 from .store import damaged_items
 
 
@@ -39,6 +38,9 @@ def verify_manifest(path: str | Path) -> tuple[int, list[str]]:
 
 
 def verify_model(path: str | Path) -> list[str]:
+    # torch: 5 s of imports that a check of the data alone never needs
+    from .models.checkpoint import load_checkpoint
+
     try:
         load_checkpoint(path)
     except InputError as e:
