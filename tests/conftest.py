@@ -180,10 +180,9 @@ def s3_client(endpoint: str):
 # reruns test builds the finished run (conftest.finished_run) that the all-phases test then reads
 LONGEST = ["test_reruns_follow_exactly_what_changed",  # 339
            "test_demo_through_the_slurm_profile",  # 336
-           "test_the_demo_on_s3_storage",  # 276
+           "test_a_smoke_run_of_the_demo_on_s3_storage",  # 276 (without the smoke run)
            "test_a_training_job_killed_on_a_scratch_node_resumes_on_retry",  # 240
            "test_whole_dag_on_real_ucf101_clips",  # 204
-           "test_smoke_run_checks_the_whole_dag_apart_from_real_results",  # 173
            "test_gpu_check_dry_run_takes_every_section",  # 119
            "test_the_readme_commands_dry_run_as_written",  # 78
            "test_a_changed_setting_or_starting_model_is_never_resumed",  # 72

@@ -1,7 +1,10 @@
-"""The workflow on object storage: the demo with `--default-storage-provider s3` against a local S3
-server: every job reads only what it declares, results land in the bucket, a second run plans
-nothing, and a shard deleted from the bucket is rebuilt with exactly what follows it."""
+"""The workflow on object storage: a smoke run of the demo with `--default-storage-provider s3`
+against a local S3 server: every job reads only what it declares, results land in the bucket, a
+second run plans nothing, and a shard deleted from the bucket is rebuilt with exactly what follows
+it; and what a smoke run is: every job of the DAG on a few videos, 1 step per phase, under
+results/smoke/, marked as a smoke run."""
 
+import io
 import json
 import re
 import subprocess
@@ -9,9 +12,11 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from conftest import REPO, s3_client
 from stresnet.models import load_checkpoint
+from stresnet.paths import PHASES
 from test_workflow import TINY_DEMO, TINY_TRAIN, planned_jobs, snakemake, write_config
 
 pytestmark = pytest.mark.slow
@@ -19,27 +24,56 @@ pytestmark = pytest.mark.slow
 DEMO = {**TINY_DEMO, "run_splits": [1], "train": TINY_TRAIN, "evaluate": {"chunks": 5, "workers": 0}}
 
 
-def test_the_demo_on_s3_storage(tmp_path, s3_server):
+def test_a_smoke_run_of_the_demo_on_s3_storage(tmp_path, s3_server):
     s3 = s3_client(s3_server["endpoint"])
     s3.create_bucket(Bucket="demo-run")
-    write_config(tmp_path, {"demo": DEMO}, ["demo"])
+    # 42 videos, 14 of them test videos of each split: a smoke run keeps 4 and 4 of each split
+    demo = {**DEMO, "demo": {**TINY_DEMO["demo"], "clips_per_group": 2}}
+    write_config(tmp_path, {"demo": demo}, ["demo"])
     env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", **s3_server["env"]}
-    storage = ("--default-storage-provider", "s3", "--default-storage-prefix", "s3://demo-run/r1")
+    storage = ("--default-storage-provider", "s3", "--default-storage-prefix", "s3://demo-run/r1", "--config", "smoke=1")
     result = snakemake(tmp_path, *storage, env=env)
     assert result.returncode == 0, result.stderr[-4000:]
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket="demo-run", MaxKeys=1000)["Contents"]}
-    assert {"r1/results/demo/metrics.json", "r1/results/demo/flow/dis/manifest.json",
-            "r1/results/demo/split1/st_resnet_star/model.pt"} <= keys
+    out = "r1/results/smoke/demo"
+    assert {f"{out}/metrics.json", f"{out}/flow/dis/manifest.json", f"{out}/split1/st_resnet_star/model.pt"} <= keys
+    assert not [k for k in keys if k.startswith("r1/results/demo/")]  # a smoke run never writes beside real results
     # beside the config only what stays local by design: logs, benchmarks, TensorBoard files, the
     # manifests' missing-files stamps
     local = [p.relative_to(tmp_path) for p in (tmp_path / "results").rglob("*") if p.is_file()]
     kept = [p for p in local if {"logs", "benchmarks", "tensorboard"} & set(p.parts) or p.name.endswith(".missing")]
     assert local and local == kept, sorted(set(local) - set(kept))
-    table = json.loads(s3.get_object(Bucket="demo-run", Key="r1/results/demo/metrics.json")["Body"].read())
+    assert not (tmp_path / "results" / "demo").exists()
+
+    def read(key: str) -> bytes:
+        return s3.get_object(Bucket="demo-run", Key=f"{out}/{key}")["Body"].read()
+
+    # the smoke run: a few videos of each split, 1 step per phase, every class in the classifier
+    index = pd.read_csv(io.BytesIO(read("index.csv")))
+    classes = pd.read_csv(io.BytesIO(read("classes.csv")))
+    assert classes["label"].tolist() == list(range(7))
+    assert len(index) <= 3 * 8 < 42  # 42 videos listed, 4 training and 4 test videos kept per split
+    for k in (1, 2, 3):  # every split keeps its few videos; split 1 is run
+        assert (index[f"split{k}"] == "train").sum() == (index[f"split{k}"] == "test").sum() == 4
+    table = json.loads(read("metrics.json"))
     assert table["splits"] == 1 and set(table["table3"]) >= {"two_stream", "st_resnet_star"}
+    assert table["smoke"]["steps_per_phase"] == 1 and "not results" in table["smoke"]["note"]
+    metrics = json.loads(read("split1/metrics.json"))
+    assert metrics["smoke"] == table["smoke"]
+    assert metrics["stages"]["st_resnet_star"]["videos"] == 4
+    (tmp_path / "model.pt").write_bytes(read("split1/st_resnet_star/model.pt"))
+    final = load_checkpoint(tmp_path / "model.pt")
+    assert final.extra["info"]["classes"] == list(classes["class"]) and final.meta["num_classes"] == 7
+    tested = set(index.loc[index["split1"] == "test", "class"])
+    assert set(metrics["stages"]["st_resnet_star"]["per_class"]) == tested
+    for phase in PHASES:
+        assert pd.read_csv(io.BytesIO(read(f"split1/{phase}/curves.csv")))["step"].tolist() == [1]
+        assert "SMOKE RUN" in (tmp_path / "results/smoke/demo/logs/split1" / f"train_{phase}.log").read_text()
+    assert "SMOKE RUN" in read("table3.html").decode()
 
     assert planned_jobs(tmp_path, *storage, env=env) == {}
-    s3.delete_object(Bucket="demo-run", Key="r1/results/demo/flow/dis/00001.h5")
+    assert f"{out}/flow/dis/00001.h5" in keys
+    s3.delete_object(Bucket="demo-run", Key=f"{out}/flow/dis/00001.h5")
     assert planned_jobs(tmp_path, *storage, env=env) == {
         "flow": 1, "flow_manifest": 1, "train_motion": 1, "train_st_resnet": 1, "train_st_resnet_star": 1,
         "evaluate": 3, "metrics": 1, "plots": 1, "aggregate": 1, "all": 1}

@@ -17,7 +17,6 @@ import yaml
 from conftest import REPO, copy_run, make_broken, make_hmdb51_tree, make_ucf101_tree
 from test_integrity import flip
 from stresnet.demo import generate
-from stresnet.models import load_checkpoint
 from stresnet.paths import PHASES as TRAIN_PHASES
 from stresnet.store import ShardReader
 
@@ -458,36 +457,3 @@ def test_reruns_follow_exactly_what_changed(finished_run, tmp_path):
     assert run("--force", "results/d/verified.json").returncode != 0
     log = (tmp_path / "results/d/logs/verify.log").read_text()
     assert f"{shard.name}: video '{name}', frames 1: checksum mismatch" in log, log[-2000:]
-
-
-def test_smoke_run_checks_the_whole_dag_apart_from_real_results(tmp_path):
-    """`--config smoke=1`: 1 step per phase, 4 training and 4 test videos per split, every job of
-    the DAG, under results/smoke/, metrics marked as a smoke run."""
-    demo = {**TINY_DEMO, "demo": {**TINY_DEMO["demo"], "groups": 6, "clips_per_group": 2},
-            "run_splits": [1], "train": TINY_TRAIN, "evaluate": {"chunks": 5, "workers": 0}}
-    write_config(tmp_path, {"demo": demo}, ["demo"])
-    result = snakemake(tmp_path, "--config", "smoke=1")
-    assert result.returncode == 0, result.stderr[-4000:]
-    assert not (tmp_path / "results" / "demo").exists()
-    out = tmp_path / "results" / "smoke" / "demo"
-    index = pd.read_csv(out / "index.csv")
-    classes = pd.read_csv(out / "classes.csv")
-    assert classes["label"].tolist() == list(range(7))
-    assert len(index) <= 3 * 8 < 84  # 84 videos listed, 4 training and 4 test videos kept per split
-    table = json.loads((out / "metrics.json").read_text())
-    assert table["smoke"]["steps_per_phase"] == 1 and "not results" in table["smoke"]["note"]
-    for k in (1, 2, 3):  # every split keeps its few videos; split 1 is run
-        assert (index[f"split{k}"] == "train").sum() == (index[f"split{k}"] == "test").sum() == 4
-    for k in (1,):
-        metrics = json.loads((out / f"split{k}" / "metrics.json").read_text())
-        assert metrics["smoke"] == table["smoke"]
-        assert metrics["stages"]["st_resnet_star"]["videos"] == 4
-        # the classifier has every class of the dataset, not only those of the few videos kept
-        final = load_checkpoint(out / f"split{k}" / "st_resnet_star" / "model.pt")
-        assert final.extra["info"]["classes"] == list(classes["class"]) and final.meta["num_classes"] == 7
-        tested = set(index.loc[index[f"split{k}"] == "test", "class"])
-        assert set(metrics["stages"]["st_resnet_star"]["per_class"]) == tested
-        for phase in TRAIN_PHASES:
-            assert pd.read_csv(out / f"split{k}" / phase / "curves.csv")["step"].tolist() == [1]
-            assert "SMOKE RUN" in (out / "logs" / f"split{k}" / f"train_{phase}.log").read_text()
-    assert "SMOKE RUN" in (out / "table3.html").read_text()
