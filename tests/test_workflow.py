@@ -237,7 +237,11 @@ TINY_TRAIN = {"pretrained": "none", "workers": 0, "checkpoint_every": 100,
                                  "stride": [1, 3], "size": 32}}
 
 
-def test_whole_dag_on_real_ucf101_clips(tmp_path):
+def test_real_ucf101_clips_train_and_test_the_two_streams_and_plan_two_splits(tmp_path):
+    """Real clips in UCF101's layout (split files, class index): data preparation, both streams
+    trained on their frames and Farneback flow, the two-stream model tested on the whole videos;
+    then the second split's whole chain and Table 3 of both, planned. (Table 3's figures and the
+    report of a whole run: test_table3_and_report_of_a_finished_run.)"""
     clips = {"ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi": "ucf101/ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi",
              "ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi": "ucf101/Archery/v_Archery_g01_c01.avi",
              "Basketball/v_Basketball_g02_c03.avi": "ucf101/Basketball/v_Basketball_g02_c03.avi",
@@ -247,72 +251,25 @@ def test_whole_dag_on_real_ucf101_clips(tmp_path):
                "frames": {"short_side": 32}, "flow": {"method": "farneback"}, "train": TINY_TRAIN,
                "evaluate": {"chunks": 7, "workers": 0}}
     write_config(tmp_path, {"ucf": dataset}, ["ucf"])
-    result = snakemake(tmp_path)
+    result = snakemake(tmp_path, "results/ucf/split1/scores/two_stream.npz")
     assert result.returncode == 0, result.stderr[-4000:]
     out = tmp_path / "results" / "ucf"
-    table = json.loads((out / "metrics.json").read_text())
-    assert table["splits"] == 1
-    assert set(table["table3"]) == {"appearance", "motion", "two_stream", "st_resnet", "st_resnet_star"}
-    for k in (1,):
-        split = out / f"split{k}"
-        metrics = json.loads((split / "metrics.json").read_text())
-        for stage, figures in metrics["stages"].items():
-            assert figures["videos"] == 2
-            assert 0 <= figures["top1"] <= figures["top5"] <= 100
-            assert set(figures["per_class"]) <= {"ApplyEyeMakeup", "Basketball"}
-        assert len(metrics["config_digest"]) == 16
-        for kind in ("two_stream", "st_resnet", "st_resnet_star"):
-            scores = np.load(split / "scores" / f"{kind}.npz")
-            assert scores["fused"].shape == (2, 2) and np.isfinite(scores["fused"]).all()
-        # each stage's figures are those of its scores, worked out here without the metrics code:
-        # 2 test videos, 2 classes, so top-5 holds every class and each video is one class's only one
-        stages = {"appearance": ("two_stream", "appearance"), "motion": ("two_stream", "motion"),
-                  "two_stream": ("two_stream", "fused"), "st_resnet": ("st_resnet", "fused"),
-                  "st_resnet_star": ("st_resnet_star", "fused")}
-        for stage, (kind, part) in stages.items():
-            scores = np.load(split / "scores" / f"{kind}.npz")
-            hits = [int(row.argmax() == label) for row, label in zip(scores[part], scores["labels"])]
-            assert metrics["stages"][stage]["top1"] == pytest.approx(100 * sum(hits) / 2), stage
-            assert metrics["stages"][stage]["top5"] == 100.0, stage
-            names = dict(pd.read_csv(out / "classes.csv")[["label", "class"]].itertuples(index=False))
-            per_class = {names[int(label)]: 100.0 * hit for hit, label in zip(hits, scores["labels"])}
-            assert metrics["stages"][stage]["per_class"] == pytest.approx(per_class), stage
-        for phase in ("motion", "appearance", "st_resnet", "st_resnet_star"):
-            assert (split / phase / "model.pt").exists() and (split / phase / "curves.csv").exists()
-            assert (out / "benchmarks" / f"split{k}" / f"train_{phase}.tsv").exists()
-        for png in [f"curves_{phase}.png" for phase in TRAIN_PHASES] + ["confusion_st_resnet_star.png"]:
-            assert (split / "plots" / png).read_bytes()[:4] == b"\x89PNG"
-        assert "most confused pairs" in (split / "per_class.html").read_text()
-    assert planned_jobs(tmp_path) == {}
-    report = snakemake(tmp_path, "--report", str(tmp_path / "report.html"))
-    assert report.returncode == 0, report.stderr[-2000:]
-    items = report_items(tmp_path / "report.html")
-    table3 = items["results/ucf/table3.html"]
-    for stage, figures in table["table3"].items():  # every stage's mean top-1 and each split's
-        row = re.search(rf"<tr><td>{stage}</td>(.*?)</tr>", table3)[1]
-        cells = re.findall(r"<td>([^<]*)</td>", row)
-        expected = [f"{v:.1f}" for v in figures["top1_per_split"]] + [f"{figures['top1']:.1f}"]
-        assert cells[:len(expected)] == expected, cells
-    assert {f"results/ucf/split1/plots/curves_{phase}.png" for phase in TRAIN_PHASES} <= set(items)
-    entries, categories = report_entries(tmp_path / "report.html")
-    assert categories["Table 3"] == {"ucf": ["results/ucf/metrics.json", "results/ucf/table3.html"]}
-    caption = " ".join(entries["results/ucf/table3.html"]["caption"].split())
-    assert "for ucf:" in caption and "split 1" in caption
-    assert "on 7 frames of each video" in caption  # the run's evaluate.chunks, not the paper's 25
-    for path in ("results/ucf/metrics.json", "results/ucf/table3.html", "results/ucf/split1/metrics.json"):
-        assert entries[path]["labels"]["config"] == "this config", path
-    # built with another config than the run's: each metrics item says so, and so does the log
-    (tmp_path / "other.yaml").write_text(yaml.safe_dump({"datasets": {"ucf": {"evaluate": {"chunks": 5}}}}))
-    other = snakemake(tmp_path, "--configfile", "config.yaml", "other.yaml", "--report", str(tmp_path / "other.html"))
-    assert other.returncode == 0, other.stderr[-2000:]
-    made = json.loads((out / "split1" / "metrics.json").read_text())["config_digest"]
-    entries, _ = report_entries(tmp_path / "other.html")
-    for path in ("results/ucf/metrics.json", "results/ucf/table3.html", "results/ucf/split1/metrics.json"):
-        assert entries[path]["labels"]["config"].startswith(f"WARNING: made with another config (digest {made})")
-    assert f"results/ucf/split1/metrics.json: WARNING: made with another config (digest {made})" in other.stderr
+    classes = pd.read_csv(out / "classes.csv")
+    assert classes["class"].tolist() == ["ApplyEyeMakeup", "Basketball"]
+    videos = pd.read_csv(out / "videos.csv").set_index("path")
+    assert videos.loc["ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi", "n_frames"] == 164
+    scores = np.load(out / "split1" / "scores" / "two_stream.npz")
+    # the test videos of split 1 (groups 1-7), each tested on 7 frames of the whole video
+    assert sorted(scores["paths"]) == ["ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi", "Basketball/v_Basketball_g02_c03.avi"]
+    label = dict(zip(classes["class"], classes["label"]))
+    assert list(scores["labels"]) == [label[p.split("/")[0]] for p in scores["paths"]]
+    for part in ("appearance", "motion", "fused"):
+        assert scores[part].shape == (2, 2) and np.isfinite(scores[part]).all()
+    for phase in ("motion", "appearance"):
+        assert len(pd.read_csv(out / "split1" / phase / "curves.csv")) == 2  # TINY_TRAIN's lr: 2 steps
 
-    # two splits: the second one's whole chain, then Table 3 of both (the mean's figures are tested on
-    # hand-made ones in tests/test_metrics.py); a dry run, as training it too would test nothing new
+    # two splits: the second one's whole chain, split 1's rest, then Table 3 of both (the mean's
+    # figures are tested on hand-made ones in tests/test_metrics.py)
     (tmp_path / "two.yaml").write_text(yaml.safe_dump({"datasets": {"ucf": {**dataset, "run_splits": [1, 2]}}}))
     two = ("--configfile", "config.yaml", "two.yaml")
     # the summary line first: the jobs after the index's checkpoint are planned once it has run (the
@@ -320,11 +277,73 @@ def test_whole_dag_on_real_ucf101_clips(tmp_path):
     assert snakemake(tmp_path, "results/ucf/index_summary.json", *two).returncode == 0
     plan = snakemake(tmp_path, "--dry-run", "--printshellcmds", *two).stdout
     assert job_stats(plan) == {
-        "train_motion": 1, "train_appearance": 1, "train_st_resnet": 1, "train_st_resnet_star": 1, "evaluate": 3,
-        "metrics": 2, "plots": 1, "aggregate": 1, "all": 1}  # split 1's metrics too: they record the config's digest
+        "train_motion": 1, "train_appearance": 1, "train_st_resnet": 2, "train_st_resnet_star": 2, "evaluate": 5,
+        "metrics": 2, "plots": 2, "aggregate": 1, "all": 1}
     aggregate = next(line for line in plan.splitlines() if "stresnet metrics aggregate" in line)
     assert "--inputs results/ucf/split1/metrics.json results/ucf/split2/metrics.json --out" in aggregate, aggregate
     assert " --splits 1 2 " in aggregate, aggregate
+    assert "--init results/ucf/split2/appearance/model.pt results/ucf/split2/motion/model.pt" in plan
+
+
+def test_table3_and_report_of_a_finished_run(finished_run, tmp_path):
+    """A whole run's metrics are those of its saved scores, worked out here without the metrics
+    code; its report has Table 3, the curves and captions of this run, and says so when the
+    config differs from the one its results were made with."""
+    copy_run(finished_run, tmp_path)  # the report and the other config's run write beside it
+    out = tmp_path / "results" / "d"
+    table = json.loads((out / "metrics.json").read_text())
+    assert table["splits"] == 1
+    assert set(table["table3"]) == {"appearance", "motion", "two_stream", "st_resnet", "st_resnet_star"}
+    split = out / "split1"
+    metrics = json.loads((split / "metrics.json").read_text())
+    assert len(metrics["config_digest"]) == 16
+    names = dict(pd.read_csv(out / "classes.csv")[["label", "class"]].itertuples(index=False))
+    stages = {"appearance": ("two_stream", "appearance"), "motion": ("two_stream", "motion"),
+              "two_stream": ("two_stream", "fused"), "st_resnet": ("st_resnet", "fused"),
+              "st_resnet_star": ("st_resnet_star", "fused")}
+    for stage, (kind, part) in stages.items():
+        scores = np.load(split / "scores" / f"{kind}.npz")
+        matrix, labels = scores[part], scores["labels"]
+        assert matrix.shape == (len(labels), 7) and np.isfinite(matrix).all()
+        top1 = [int(row.argmax() == label) for row, label in zip(matrix, labels)]
+        top5 = [int(label in np.argsort(-row)[:5]) for row, label in zip(matrix, labels)]
+        figures = metrics["stages"][stage]
+        assert figures["videos"] == len(labels)
+        assert figures["top1"] == pytest.approx(100 * sum(top1) / len(labels)), stage
+        assert figures["top5"] == pytest.approx(100 * sum(top5) / len(labels)), stage
+        per_class = {names[c]: 100 * np.mean([h for h, label in zip(top1, labels) if label == c]) for c in set(labels)}
+        assert figures["per_class"] == pytest.approx(per_class), stage
+        assert figures["mean_class_accuracy"] == pytest.approx(np.mean(list(per_class.values()))), stage
+    for png in [f"curves_{phase}.png" for phase in TRAIN_PHASES] + ["confusion_st_resnet_star.png"]:
+        assert (split / "plots" / png).read_bytes()[:4] == b"\x89PNG"
+    assert "most confused pairs" in (split / "per_class.html").read_text()
+
+    report = snakemake(tmp_path, "--report", str(tmp_path / "report.html"))
+    assert report.returncode == 0, report.stderr[-2000:]
+    items = report_items(tmp_path / "report.html")
+    table3 = items["results/d/table3.html"]
+    for stage, figures in table["table3"].items():  # every stage's mean top-1 and each split's
+        row = re.search(rf"<tr><td>{stage}</td>(.*?)</tr>", table3)[1]
+        cells = re.findall(r"<td>([^<]*)</td>", row)
+        expected = [f"{v:.1f}" for v in figures["top1_per_split"]] + [f"{figures['top1']:.1f}"]
+        assert cells[:len(expected)] == expected, cells
+    assert {f"results/d/split1/plots/curves_{phase}.png" for phase in TRAIN_PHASES} <= set(items)
+    entries, categories = report_entries(tmp_path / "report.html")
+    assert categories["Table 3"] == {"d": ["results/d/metrics.json", "results/d/table3.html"]}
+    caption = " ".join(entries["results/d/table3.html"]["caption"].split())
+    assert "for d:" in caption and "split 1" in caption
+    assert "on 5 frames of each video" in caption  # the run's evaluate.chunks, not the paper's 25
+    for path in ("results/d/metrics.json", "results/d/table3.html", "results/d/split1/metrics.json"):
+        assert entries[path]["labels"]["config"] == "this config", path
+    # built with another config than the run's: each metrics item says so, and so does the log
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump({"datasets": {"d": {"evaluate": {"chunks": 3}}}}))
+    other = snakemake(tmp_path, "--configfile", "config.yaml", "other.yaml", "--report", str(tmp_path / "other.html"))
+    assert other.returncode == 0, other.stderr[-2000:]
+    made = metrics["config_digest"]
+    entries, _ = report_entries(tmp_path / "other.html")
+    for path in ("results/d/metrics.json", "results/d/table3.html", "results/d/split1/metrics.json"):
+        assert entries[path]["labels"]["config"].startswith(f"WARNING: made with another config (digest {made})")
+    assert f"results/d/split1/metrics.json: WARNING: made with another config (digest {made})" in other.stderr
 
 
 def report_items(report: Path) -> dict[str, str]:
