@@ -90,7 +90,7 @@ def test_a_training_job_killed_on_a_scratch_node_resumes_on_retry(tmp_path, s3_s
     s3.create_bucket(Bucket="cluster-run")
     state = tmp_path / "state"
     train = {**TINY_TRAIN, "gpus": 1, "state_dir": str(state), "checkpoint_every": 4,
-             "motion": {**TINY_TRAIN["motion"], "lr": [[0.01, 24]]}}
+             "motion": {**TINY_TRAIN["motion"], "lr": [[0.01, 12]]}}
     write_config(tmp_path, {"demo": {**DEMO, "index": {"shard_size": 21}, "train": train}}, ["demo"])  # one shard
     env = {**fake_slurm(tmp_path), **s3_server["env"]}
     model = "results/demo/split1/motion/model.pt"
@@ -118,5 +118,5 @@ def test_a_training_job_killed_on_a_scratch_node_resumes_on_retry(tmp_path, s3_s
     # the log the model carries (its job's log, the retry's) says where the retry started
     s3.download_file("cluster-run", f"r1/{model}", str(tmp_path / "model.pt"))
     log = load_checkpoint(tmp_path / "model.pt").extra["log"]
-    assert re.search(r"resuming motion from step (4|8|12|16|20)\b", log), log[-3000:]
+    assert re.search(r"resuming motion from step (4|8)\b", log), log[-3000:]
     assert not checkpoint.exists()  # a finished phase leaves no state behind
