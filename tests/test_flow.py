@@ -302,29 +302,5 @@ def test_one_frame_video_is_reported_by_the_index_stage_and_not_crashed_on(tmp_p
         reader.stack("one.avi", 0)
 
 
-@pytest.mark.slow
-def test_workflow_reruns_flow_and_only_flow_when_its_settings_change(tmp_path):
-    from test_workflow import TINY_DEMO, planned_jobs, snakemake, write_config
-
-    demo = {**TINY_DEMO, "flow": {"method": "dis"}}
-    write_config(tmp_path, {"demo": demo}, ["demo"])
-    target = "results/demo/flow/dis/manifest.json"
-    result = snakemake(tmp_path, target, "results/demo/dataset_ready.json")
-    assert result.returncode == 0, result.stderr
-    out = tmp_path / "results" / "demo"
-    done = json.loads((out / "flow" / "dis" / "manifest.json").read_text())
-    assert sum(c["videos"] for c in done["counts"].values()) == 21
-    assert sum(c["fields"] for c in done["counts"].values()) == 21 * 7
-    assert sorted(done["files"]) == ["00000", "00001", "00002"]
-    for shard in done["files"]:
-        flow = FlowReader(out / "flow" / "dis" / f"{shard}.h5")
-        assert flow.keys() == ShardReader(out / "frames" / f"{shard}.h5").keys()
-    configs = ["--configfile", "config.yaml", "c.yaml"]
-    upstream = {"demo_videos_demo", "index", "index_summary", "frames", "videos", "dataset_ready"}
-    for change in ("flow: {dis: {preset: fast}}", "flow: {bound: 15}", "flow: {jpeg_quality: 90}"):
-        (tmp_path / "c.yaml").write_text(change + "\n")
-        assert planned_jobs(tmp_path, target, *configs) == {"flow": 3, "flow_manifest": 1}, change
-        everything = planned_jobs(tmp_path, *configs)  # and what reads the flow, nothing before it
-        assert everything["flow"] == 3 and not upstream & set(everything), change
-    (tmp_path / "c.yaml").write_text("flow: {tvl1: {tau: 0.3}}\n")  # not the method in use
-    assert planned_jobs(tmp_path, target, *configs) == {}
+# the workflow's reruns of flow after a change of its settings: test_workflow.py,
+# test_demo_preparation_runs_and_reruns_only_what_changed (on the preparation that test makes)

@@ -17,6 +17,7 @@ import yaml
 from conftest import REPO, copy_run, make_broken, make_hmdb51_tree, make_ucf101_tree
 from test_integrity import flip
 from stresnet.demo import generate
+from stresnet.flow_reader import FlowReader
 from stresnet.paths import PHASES as TRAIN_PHASES
 from stresnet.store import ShardReader
 
@@ -85,6 +86,25 @@ def test_demo_preparation_runs_and_reruns_only_what_changed(tmp_path):
     assert pd.read_csv(out / "bad_videos.csv").empty
 
     assert planned_jobs(tmp_path, *PREPARED) == {}
+
+    # the flow: every shard's fields; a change of its settings reruns the flow and only what reads it
+    flow_manifest = "results/demo/flow/dis/manifest.json"
+    done = json.loads((out / "flow" / "dis" / "manifest.json").read_text())
+    assert sum(c["videos"] for c in done["counts"].values()) == 21
+    assert sum(c["fields"] for c in done["counts"].values()) == 21 * 7
+    assert sorted(done["files"]) == ["00000", "00001", "00002"]
+    for shard in done["files"]:
+        assert FlowReader(out / "flow" / "dis" / f"{shard}.h5").keys() == ShardReader(out / "frames" / f"{shard}.h5").keys()
+    configs = ["--configfile", "config.yaml", "c.yaml"]
+    upstream = {"demo_videos_demo", "index", "index_summary", "frames", "videos", "dataset_ready"}
+    for change in ("flow: {dis: {preset: fast}}", "flow: {bound: 15}", "flow: {jpeg_quality: 90}"):
+        (tmp_path / "c.yaml").write_text(change + "\n")
+        assert planned_jobs(tmp_path, flow_manifest, *configs) == {"flow": 3, "flow_manifest": 1}, change
+        everything = planned_jobs(tmp_path, *configs)  # and what reads the flow, nothing before it
+        assert everything["flow"] == 3 and not upstream & set(everything), change
+    (tmp_path / "c.yaml").write_text("flow: {tvl1: {tau: 0.3}}\n")  # not the method in use
+    assert planned_jobs(tmp_path, flow_manifest, *configs) == {}
+
     write_config(tmp_path, {"demo": {**TINY_DEMO, "frames": {"short_side": 48}}}, ["demo"])
     changed = planned_jobs(tmp_path, *PREPARED)
     assert changed.get("frames") == 3 and changed.get("flow") == 3
