@@ -26,6 +26,7 @@ def test_gpu_check_dry_run_takes_every_section(tmp_path):
         assert figures["trainer"][phase]["steps"] == 1
         steps = figures["model_steps"][phase]
         assert steps["table2_bn_groups"]["passes_per_step"] == 2  # a batch of 4 in passes of 2
+        assert steps["one_group_per_pass"]["same_as"] == "table2_bn_groups"  # passes of one BN group: not run twice
         assert figures["loader_workers"][phase]["workers_needed"] >= 1
     # the CPU runs fp32 whatever the precision: the two evaluations are the same computation
     assert figures["evaluate"]["max_abs_score_difference"] == 0.0 and figures["evaluate"]["same_top1"]
