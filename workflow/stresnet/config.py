@@ -15,7 +15,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from .metrics import STAGES
+from .paths import STAGES
 
 STREAM_PHASES = ("motion", "appearance")
 # settings that set how fast a result is reached, never what it is: not part of any identity

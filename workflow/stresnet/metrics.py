@@ -14,12 +14,9 @@ import numpy as np
 from .board import open_board
 from .errors import InputError, run_stage
 from .fuse import fusion_rows
+from .paths import STAGES
 
 log = logging.getLogger(__name__)
-# Table 3's columns: which saved scores give each stage
-STAGES = {"appearance": ("two_stream", "appearance"), "motion": ("two_stream", "motion"),
-          "two_stream": ("two_stream", "fused"), "st_resnet": ("st_resnet", "fused"),
-          "st_resnet_star": ("st_resnet_star", "fused")}
 
 
 def accuracy(scores: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict:

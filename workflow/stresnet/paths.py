@@ -19,6 +19,10 @@ def use_smoke_results() -> None:
     RESULTS = SMOKE_RESULTS
 PHASES = ("motion", "appearance", "st_resnet", "st_resnet_star")
 EVALUATED = ("two_stream", "st_resnet", "st_resnet_star")
+# Table 3's columns: which saved scores (evaluated kind, part) give each stage
+STAGES = {"appearance": ("two_stream", "appearance"), "motion": ("two_stream", "motion"),
+          "two_stream": ("two_stream", "fused"), "st_resnet": ("st_resnet", "fused"),
+          "st_resnet_star": ("st_resnet_star", "fused")}
 
 
 def imagenet_weights() -> str:
