@@ -232,6 +232,7 @@ def test_one_writer_per_output_folder(prepared, tmp_path):
         while not (out / ".lock").exists() or (out / ".lock").read_text() != str(first.pid):
             assert time.time() < deadline and first.poll() is None
             time.sleep(0.05)
+        first.send_signal(signal.SIGSTOP)  # it keeps its lock, not the CPU the second one needs
         second = subprocess.run(train_cmd(prepared, out, settings=long), capture_output=True, text=True)
         assert second.returncode == 1
         assert f"another process (pid {first.pid}) is writing here" in second.stderr
