@@ -18,8 +18,8 @@ $(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	$(VENV)/bin/python -m pip install -q --upgrade pip
 	$(if $(TORCH_INDEX),$(VENV)/bin/python -m pip install -q --no-deps $(PINNED) --index-url $(TORCH_INDEX) torch torchvision)
 	$(VENV)/bin/python -m pip install -q $(PINNED) -e '.[test]'
-	# the package's bytecode, once (pip leaves an editable one's uncompiled): where
-	# PYTHONDONTWRITEBYTECODE is set, every process would compile what it imports again
+# the package's bytecode, once (pip leaves an editable one's uncompiled): where
+# PYTHONDONTWRITEBYTECODE is set, every process would compile what it imports again
 	$(VENV)/bin/python -m compileall -q workflow/stresnet
 	touch $@
 

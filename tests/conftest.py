@@ -177,18 +177,18 @@ def s3_client(endpoint: str):
 
 
 # the longest tests, longest first (seconds in one whole run, 3 test processes on 2 cores); the
-# reruns test builds the finished run (conftest.finished_run) that the all-phases test then reads
-LONGEST = ["test_reruns_follow_exactly_what_changed",  # 339
-           "test_demo_through_the_slurm_profile",  # 336
-           "test_a_smoke_run_of_the_demo_on_s3_storage",  # 276 (without the smoke run)
-           "test_a_training_job_killed_on_a_scratch_node_resumes_on_retry",  # 240
-           "test_real_ucf101_clips_train_and_test_the_two_streams_and_plan_two_splits",  # 204 (all four phases)
-           "test_gpu_check_dry_run_takes_every_section",  # 119
-           "test_the_readme_commands_dry_run_as_written",  # 78
-           "test_a_changed_setting_or_starting_model_is_never_resumed",  # 72
-           "test_demo_preparation_runs_and_reruns_only_what_changed",  # 69
-           "test_all_phases_then_evaluation_and_predict",  # 51
-           "test_table3_and_report_of_a_finished_run"]  # with the all-phases test: after the finished run is built
+# reruns test first: it builds the finished run (conftest.finished_run) that the last two read
+LONGEST = ["test_reruns_follow_exactly_what_changed",  # 260
+           "test_demo_through_the_slurm_profile",  # 298
+           "test_a_smoke_run_of_the_demo_on_s3_storage",  # 221
+           "test_a_training_job_killed_on_a_scratch_node_resumes_on_retry",  # 191
+           "test_demo_preparation_runs_and_reruns_only_what_changed",  # 79
+           "test_real_ucf101_clips_train_and_test_the_two_streams_and_plan_two_splits",  # 66
+           "test_gpu_check_dry_run_takes_every_section",  # 63
+           "test_a_changed_setting_or_starting_model_is_never_resumed",  # 59
+           "test_the_readme_commands_dry_run_as_written",  # 41
+           "test_all_phases_then_evaluation_and_predict",  # 12
+           "test_table3_and_report_of_a_finished_run"]  # 12
 
 
 def pytest_collection_modifyitems(config, items):
