@@ -111,9 +111,9 @@ def shared_folder(tmp_path_factory, config) -> Path:
 
 @pytest.fixture(scope="session")
 def finished_run(tmp_path_factory, request) -> Path:
-    """One complete run of the workflow, made once for every test process of the session: a
-    folder dataset of generated videos, all four phases of split 1, evaluation and Table 3
-    (tests/test_workflow.py, make_finished_run). Its config names only paths inside it, so a
+    """One complete run of the workflow through the SLURM profile, made once for every test
+    process of the session: a folder dataset of generated videos, all four phases of split 1,
+    evaluation and Table 3 (tests/test_workflow.py, make_finished_run). Its config names only paths inside it, so a
     copy (copy_run) is a finished run too: a test changes a copy, never this one."""
     import fcntl
 
@@ -121,14 +121,21 @@ def finished_run(tmp_path_factory, request) -> Path:
 
     folder = shared_folder(tmp_path_factory, request.config)
     run, done = folder / "finished_run", folder / "finished_run.done"
+    slurm = finished_run_slurm(run)
     with open(folder / "finished_run.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # the first process builds it, the others wait for it
         if not done.exists():
-            shutil.rmtree(run, ignore_errors=True)  # a build that failed in another process
-            run.mkdir()
-            make_finished_run(run)
+            for old in (run, slurm):  # a build that failed in another process
+                shutil.rmtree(old, ignore_errors=True)
+                old.mkdir()
+            make_finished_run(run, slurm)
             done.touch()
     return run
+
+
+def finished_run_slurm(run: Path) -> Path:
+    """The stand-in SLURM the finished run was made on: its commands and their state (sbatch.jsonl)."""
+    return run.with_name(run.name + ".slurm")
 
 
 def copy_run(run: Path, dest: Path) -> Path:
@@ -179,9 +186,9 @@ def s3_client(endpoint: str):
 # the longest tests, longest first (seconds in one whole run, 3 test processes on 2 cores); the
 # reruns test first: it builds the finished run (conftest.finished_run) that the last two read
 LONGEST = ["test_reruns_follow_exactly_what_changed",  # 260
-           "test_demo_through_the_slurm_profile",  # 298
            "test_a_smoke_run_of_the_demo_on_s3_storage",  # 221
            "test_a_training_job_killed_on_a_scratch_node_resumes_on_retry",  # 191
+           "test_demo_through_the_slurm_profile",  # 298
            "test_demo_preparation_runs_and_reruns_only_what_changed",  # 79
            "test_real_ucf101_clips_train_and_test_the_two_streams_and_plan_two_splits",  # 66
            "test_gpu_check_dry_run_takes_every_section",  # 63

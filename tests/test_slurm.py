@@ -1,6 +1,7 @@
 """The SLURM profile with today's executor plugin, against stand-in SLURM commands that run each
-job on this machine (tests/fake_slurm.py): the demo reaches metrics.json, and every sbatch call
-asks for what its job uses."""
+job on this machine (tests/fake_slurm.py): the session's finished run (conftest.finished_run) is
+made on them, and every sbatch call asks for what its job uses; then external scores, two GPUs
+and two nodes on a copy of it."""
 
 import json
 import os
@@ -13,12 +14,14 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import REPO
+from conftest import REPO, copy_run, finished_run_slurm
 from test_profiles import with_optional_slots
-from test_workflow import TINY_DEMO, TINY_TRAIN, job_counts, snakemake, write_config
+from test_workflow import FINISHED, TINY_TRAIN, job_counts, snakemake
 
 pytestmark = pytest.mark.slow
 TOOLS = ("sbatch", "squeue", "sacct", "scontrol", "sinfo", "srun", "sacctmgr", "sshare")
+# Snakemake's options for the stand-in SLURM: its queries answer at once, so no long waits
+SLURM_OPTIONS = ("--latency-wait", "5", "--slurm-init-seconds-before-status-checks", "1")
 
 
 def fake_slurm(tmp_path: Path) -> dict[str, str]:
@@ -46,8 +49,8 @@ def site_profile(tmp_path: Path) -> Path:
 
 
 def sbatch_calls(env: dict[str, str]) -> list[dict]:
-    lines = (Path(env["FAKE_SLURM_DIR"]) / "sbatch.jsonl").read_text().splitlines()
-    return [json.loads(line) for line in lines]
+    calls = Path(env["FAKE_SLURM_DIR"]) / "sbatch.jsonl"
+    return [json.loads(line) for line in calls.read_text().splitlines()] if calls.exists() else []
 
 
 def rule_of(call: dict) -> str:
@@ -58,28 +61,18 @@ def rule_of(call: dict) -> str:
     return match[1] if match else ""
 
 
-def test_demo_through_the_slurm_profile(tmp_path):
-    work = tmp_path / "work"
-    work.mkdir()
-    # one shard: each cluster job costs two Snakemake starts (the batch script's, the job step's)
-    demo = {**TINY_DEMO, "index": {"shard_size": 21}, "train": {**TINY_TRAIN, "gpus": 1}, "run_splits": [1],
-            "evaluate": {"chunks": 5, "workers": 0}}
-    write_config(work, {"demo": demo}, ["demo"])
-    env = fake_slurm(tmp_path)
-    profile = site_profile(tmp_path)
-    fast = ("--profile", str(profile), "--latency-wait", "5", "--slurm-init-seconds-before-status-checks", "1")
-    result = snakemake(work, *fast, env=env, cores=None)
-    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+def test_demo_through_the_slurm_profile(finished_run, tmp_path):
+    work = copy_run(finished_run, tmp_path / "work")
     assert json.loads((work / "results/demo/metrics.json").read_text())["splits"] == 1
-
-    calls = sbatch_calls(env)
+    made = {"FAKE_SLURM_DIR": str(finished_run_slurm(finished_run) / "slurm-state")}  # the SLURM it was made on
     by_rule: dict[str, list[list[str]]] = {}
-    for call in calls:
+    for call in sbatch_calls(made):
         by_rule.setdefault(rule_of(call), []).append(call["args"])
     # trivial rules never become cluster jobs
-    assert not {"videos", "dataset_ready", "flow_manifest", "metrics", "plots", "aggregate", "all"} & set(by_rule)
+    assert not {"videos", "dataset_ready", "index_summary", "flow_manifest", "metrics", "plots", "aggregate", "all"} & set(by_rule)
     gpu_rules = {"train_motion", "train_appearance", "train_st_resnet", "train_st_resnet_star", "evaluate"}
-    assert gpu_rules <= set(by_rule) and {"frames", "flow", "index", "demo_videos_demo"} <= set(by_rule)
+    assert gpu_rules <= set(by_rule) and {"frames", "flow", "index"} <= set(by_rule)
+    assert len(by_rule["frames"]) == len(by_rule["flow"]) == 3 and len(by_rule["evaluate"]) == 3
     for rule, calls_of_rule in by_rule.items():
         for args in calls_of_rule:
             line = " ".join(args)
@@ -99,6 +92,10 @@ def test_demo_through_the_slurm_profile(tmp_path):
         if rule == "frames":
             assert all("--cpus-per-task=1" in args and "--mem 2000" in " ".join(args) for args in calls_of_rule)
 
+    # the rest on a copy, through stand-in SLURM commands of this test's own
+    env = fake_slurm(tmp_path)
+    profile = site_profile(tmp_path)
+    fast = ("--profile", str(profile), *SLURM_OPTIONS)
     # Table 4 (right) with the README's example: the appearance stream's scores exported in the
     # external format, then fused with ST-ResNet*'s; the fusion worked out here by hand
     result = snakemake(work, *fast, "--configfile", "config.yaml", str(REPO / "examples" / "demo_external.yaml"),
@@ -106,6 +103,7 @@ def test_demo_through_the_slurm_profile(tmp_path):
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     counts = job_counts(result.stdout + result.stderr)
     assert counts["export_scores"] == 1 and counts["fuse"] == 1 and "train_motion" not in counts, counts
+    assert sbatch_calls(env) == []  # both run where Snakemake runs (localrules)
     split = work / "results/demo/split1"
     star, two = np.load(split / "scores/st_resnet_star.npz"), np.load(split / "scores/two_stream.npz")
     assert (star["paths"] == two["paths"]).all()
@@ -123,7 +121,7 @@ def test_demo_through_the_slurm_profile(tmp_path):
     slots = tmp_path / "slots"
     shutil.copytree(profile, slots)
     (slots / "config.yaml").write_text(with_optional_slots((slots / "config.yaml").read_text()))
-    two = {**demo, "train": {**TINY_TRAIN, "gpus": 2}}
+    two = {**FINISHED, "train": {**TINY_TRAIN, "gpus": 2}}
     (tmp_path / "two.yaml").write_text(yaml.safe_dump({"datasets": {"demo": two}}))
     n_before = len(sbatch_calls(env))
     result = snakemake(work, "--profile", str(slots), *fast[2:], "--configfile", "config.yaml", str(tmp_path / "two.yaml"),
@@ -138,7 +136,7 @@ def test_demo_through_the_slurm_profile(tmp_path):
 
     # two nodes of two GPUs: SLURM gives each node 2 GPUs and one task per GPU, each rank its own
     # device (its local rank); evaluation stays on one node and one GPU
-    nodes = {**demo, "train": {**TINY_TRAIN, "gpus": 2, "nodes": 2,
+    nodes = {**FINISHED, "train": {**TINY_TRAIN, "gpus": 2, "nodes": 2,
                                "motion": {**TINY_TRAIN["motion"], "batch": 8}}}  # 4 micro-batches, 1 per rank
     (tmp_path / "nodes.yaml").write_text(yaml.safe_dump({"datasets": {"demo": nodes}}))
     n_before = len(sbatch_calls(env))

@@ -265,7 +265,7 @@ def test_all_phases_then_evaluation_and_predict(finished_run):
     curves and TensorBoard run; evaluation in this process gives the scores of the run's evaluate
     job; predict on a raw test video gives their 5 highest. Not marked slow: the run takes about
     as long as the four trainings this test made itself before it shared one."""
-    out = finished_run / "results" / "d"
+    out = finished_run / "results" / "demo"
     split = out / "split1"
     log = (out / "logs" / "split1" / "train_motion.log").read_text()
     head = [line for line in log.splitlines() if "stresnet.train" in line]

@@ -309,7 +309,7 @@ def test_table3_and_report_of_a_finished_run(finished_run, tmp_path):
     code; its report has Table 3, the curves and captions of this run, and says so when the
     config differs from the one its results were made with."""
     copy_run(finished_run, tmp_path)  # the report and the other config's run write beside it
-    out = tmp_path / "results" / "d"
+    out = tmp_path / "results" / "demo"
     table = json.loads((out / "metrics.json").read_text())
     assert table["splits"] == 1
     assert set(table["table3"]) == {"appearance", "motion", "two_stream", "st_resnet", "st_resnet_star"}
@@ -340,29 +340,29 @@ def test_table3_and_report_of_a_finished_run(finished_run, tmp_path):
     report = snakemake(tmp_path, "--report", str(tmp_path / "report.html"))
     assert report.returncode == 0, report.stderr[-2000:]
     items = report_items(tmp_path / "report.html")
-    table3 = items["results/d/table3.html"]
+    table3 = items["results/demo/table3.html"]
     for stage, figures in table["table3"].items():  # every stage's mean top-1 and each split's
         row = re.search(rf"<tr><td>{stage}</td>(.*?)</tr>", table3)[1]
         cells = re.findall(r"<td>([^<]*)</td>", row)
         expected = [f"{v:.1f}" for v in figures["top1_per_split"]] + [f"{figures['top1']:.1f}"]
         assert cells[:len(expected)] == expected, cells
-    assert {f"results/d/split1/plots/curves_{phase}.png" for phase in TRAIN_PHASES} <= set(items)
+    assert {f"results/demo/split1/plots/curves_{phase}.png" for phase in TRAIN_PHASES} <= set(items)
     entries, categories = report_entries(tmp_path / "report.html")
-    assert categories["Table 3"] == {"d": ["results/d/metrics.json", "results/d/table3.html"]}
-    caption = " ".join(entries["results/d/table3.html"]["caption"].split())
-    assert "for d:" in caption and "split 1" in caption
+    assert categories["Table 3"] == {"demo": ["results/demo/metrics.json", "results/demo/table3.html"]}
+    caption = " ".join(entries["results/demo/table3.html"]["caption"].split())
+    assert "for demo:" in caption and "split 1" in caption
     assert "on 5 frames of each video" in caption  # the run's evaluate.chunks, not the paper's 25
-    for path in ("results/d/metrics.json", "results/d/table3.html", "results/d/split1/metrics.json"):
+    for path in ("results/demo/metrics.json", "results/demo/table3.html", "results/demo/split1/metrics.json"):
         assert entries[path]["labels"]["config"] == "this config", path
     # built with another config than the run's: each metrics item says so, and so does the log
-    (tmp_path / "other.yaml").write_text(yaml.safe_dump({"datasets": {"d": {"evaluate": {"chunks": 3}}}}))
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump({"datasets": {"demo": {"evaluate": {"chunks": 3}}}}))
     other = snakemake(tmp_path, "--configfile", "config.yaml", "other.yaml", "--report", str(tmp_path / "other.html"))
     assert other.returncode == 0, other.stderr[-2000:]
     made = metrics["config_digest"]
     entries, _ = report_entries(tmp_path / "other.html")
-    for path in ("results/d/metrics.json", "results/d/table3.html", "results/d/split1/metrics.json"):
+    for path in ("results/demo/metrics.json", "results/demo/table3.html", "results/demo/split1/metrics.json"):
         assert entries[path]["labels"]["config"].startswith(f"WARNING: made with another config (digest {made})")
-    assert f"results/d/split1/metrics.json: WARNING: made with another config (digest {made})" in other.stderr
+    assert f"results/demo/split1/metrics.json: WARNING: made with another config (digest {made})" in other.stderr
 
 
 def report_items(report: Path) -> dict[str, str]:
@@ -398,17 +398,23 @@ def copy_workflow(dest: Path) -> Path:
 
 
 # the finished run several tests start from (conftest.py, finished_run): a folder dataset of
-# generated videos, in 3 shards, its root inside the run's folder so that a copy is whole
+# generated videos, in 3 shards, its root inside the run's folder so that a copy is whole; made
+# on the stand-in SLURM with one GPU per training and evaluation job (the CPU there: none is seen)
 FINISHED = {"format": "folder", "root": "raw/UCF101", "run_splits": [1], "index": {"shard_size": 7},
-            "frames": {"short_side": 32}, "flow": {"method": "dis"}, "train": TINY_TRAIN,
+            "frames": {"short_side": 32}, "flow": {"method": "dis"}, "train": {**TINY_TRAIN, "gpus": 1},
             "evaluate": {"chunks": 5, "workers": 0}}
 
 
-def make_finished_run(work: Path) -> None:
+def make_finished_run(work: Path, slurm: Path) -> None:
+    """The whole workflow through the SLURM profile against stand-in SLURM commands whose state
+    (every sbatch call) is kept in `slurm` (tests/test_slurm.py checks them): a cluster run
+    costs two Snakemake starts a job, so the one run both kinds of test need is made once."""
+    from test_slurm import SLURM_OPTIONS, fake_slurm, site_profile
+
     generate(work / "raw", seed=0, n_groups=3, clips_per_group=1, n_frames=8, width=80, height=64)
-    write_config(work, {"d": FINISHED}, ["d"])
-    result = snakemake(work)
-    assert result.returncode == 0, result.stderr[-3000:]
+    write_config(work, {"demo": FINISHED}, ["demo"])
+    result = snakemake(work, "--profile", str(site_profile(slurm)), *SLURM_OPTIONS, env=fake_slurm(slurm), cores=None)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
 
 
 def test_reruns_follow_exactly_what_changed(finished_run, tmp_path):
@@ -424,7 +430,7 @@ def test_reruns_follow_exactly_what_changed(finished_run, tmp_path):
         result = run(*targets)
         assert result.returncode == 0, result.stderr[-3000:]
         return job_counts(result.stdout + result.stderr)
-    assert (tmp_path / "results/d/metrics.json").exists() and plan() == {}  # a copy, with this code's copy: finished
+    assert (tmp_path / "results/demo/metrics.json").exists() and plan() == {}  # a copy, with this code's copy: finished
 
     def plan_with(change: str) -> dict[str, int]:
         (tmp_path / "c.yaml").write_text(change)
@@ -434,12 +440,12 @@ def test_reruns_follow_exactly_what_changed(finished_run, tmp_path):
                   "train_st_resnet_star": 1, "evaluate": 3, "metrics": 1, "plots": 1, "aggregate": 1, "all": 1}
     assert plan_with("flow: {dis: {preset: fast}}\n") == after_flow  # never frames, nor appearance
     star = {"train_st_resnet_star": 1, "evaluate": 1, "metrics": 1, "plots": 1, "aggregate": 1, "all": 1}
-    tiny_star = yaml.safe_dump({"datasets": {"d": {**data, "train": {
-        **TINY_TRAIN, "st_resnet_star": {**TINY_TRAIN["st_resnet_star"], "lr": [[0.0002, 1]]}}}}})
+    tiny_star = yaml.safe_dump({"datasets": {"demo": {**data, "train": {
+        **data["train"], "st_resnet_star": {**TINY_TRAIN["st_resnet_star"], "lr": [[0.0002, 1]]}}}}})
     assert plan_with(tiny_star) == star
     speed = {**TINY_TRAIN, "workers": 1, "checkpoint_every": 7, "gpus": 2,
              "motion": {**TINY_TRAIN["motion"], "micro_batch": 4}}
-    assert plan_with(yaml.safe_dump({"datasets": {"d": {**data, "train": speed,
+    assert plan_with(yaml.safe_dump({"datasets": {"demo": {**data, "train": speed,
                                                         "evaluate": {"chunks": 5, "workers": 1}}}})) == {}
     (tmp_path / "c.yaml").write_text("{}\n")
 
@@ -451,9 +457,9 @@ def test_reruns_follow_exactly_what_changed(finished_run, tmp_path):
     assert plan() == {}
 
     # a flow shard deleted from a finished run: the shard, its manifest once, and what follows
-    next((tmp_path / "results/d/flow/dis").glob("*.h5")).unlink()
+    next((tmp_path / "results/demo/flow/dis").glob("*.h5")).unlink()
     assert plan() == {**after_flow, "flow": 1}
-    prepared = ("results/d/flow/dis/manifest.json",)  # the data preparation: ran, then the rest planned
+    prepared = ("results/demo/flow/dis/manifest.json",)  # the data preparation: ran, then the rest planned
     assert ran_until(prepared) == {"flow": 1, "flow_manifest": 1}
     assert plan() == {}  # the same flow again, so the same manifest: nothing after it reruns
 
@@ -482,9 +488,9 @@ def test_reruns_follow_exactly_what_changed(finished_run, tmp_path):
     assert ran_until(prepared) == {}
 
     # verified.json through Snakemake: every stored byte checks out, then a flipped one is named
-    assert ran_until(("--force", "results/d/verified.json")) == {"verify": 1}
-    assert json.loads((tmp_path / "results/d/verified.json").read_text())["damaged"] == 0
-    shard = sorted((tmp_path / "results/d/frames").glob("*.h5"))[0]
+    assert ran_until(("--force", "results/demo/verified.json")) == {"verify": 1}
+    assert json.loads((tmp_path / "results/demo/verified.json").read_text())["damaged"] == 0
+    shard = sorted((tmp_path / "results/demo/frames").glob("*.h5"))[0]
     reader = ShardReader(shard)
     name = reader.keys()[0]
     offset = int(reader.offsets(name)[1]) + 100
@@ -492,6 +498,6 @@ def test_reruns_follow_exactly_what_changed(finished_run, tmp_path):
     times = shard.stat()
     flip(shard, f"videos/{name}/frames/data", offset)
     os.utime(shard, ns=(times.st_atime_ns, times.st_mtime_ns))  # bit rot: the bytes change, the time stamp does not
-    assert run("--force", "results/d/verified.json").returncode != 0
-    log = (tmp_path / "results/d/logs/verify.log").read_text()
+    assert run("--force", "results/demo/verified.json").returncode != 0
+    log = (tmp_path / "results/demo/logs/verify.log").read_text()
     assert f"{shard.name}: video '{name}', frames 1: checksum mismatch" in log, log[-2000:]
