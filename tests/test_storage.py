@@ -17,7 +17,7 @@ import pytest
 from conftest import REPO, s3_client
 from stresnet.models import load_checkpoint
 from stresnet.paths import PHASES
-from test_workflow import TINY_DEMO, TINY_TRAIN, planned_jobs, snakemake, write_config
+from test_workflow import PREPARED, TINY_DEMO, TINY_TRAIN, planned_jobs, snakemake, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -93,11 +93,14 @@ def test_a_training_job_killed_on_a_scratch_node_resumes_on_retry(tmp_path, s3_s
              "motion": {**TINY_TRAIN["motion"], "lr": [[0.01, 12]]}}
     write_config(tmp_path, {"demo": {**DEMO, "index": {"shard_size": 21}, "train": train}}, ["demo"])  # one shard
     env = {**fake_slurm(tmp_path), **s3_server["env"]}
+    bucket = ("--default-storage-provider", "s3", "--default-storage-prefix", "s3://cluster-run/r1")
+    # the data preparation where Snakemake runs (each job of it on the cluster: the finished run,
+    # tests/test_slurm.py), so that the cluster run is the training's alone
+    assert snakemake(tmp_path, *PREPARED, *bucket, env=env).returncode == 0
     model = "results/demo/split1/motion/model.pt"
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path),
            model, "--profile", str(site_profile(tmp_path)), "--latency-wait", "5",
-           "--slurm-init-seconds-before-status-checks", "1",
-           "--default-storage-provider", "s3", "--default-storage-prefix", "s3://cluster-run/r1",
+           "--slurm-init-seconds-before-status-checks", "1", *bucket,
            "--shared-fs-usage", "persistence", "software-deployment", "sources", "source-cache",
            "--remote-job-local-storage-prefix", str(tmp_path / "scratch" / "$SLURM_JOB_ID")]
     run = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -110,7 +113,7 @@ def test_a_training_job_killed_on_a_scratch_node_resumes_on_retry(tmp_path, s3_s
     out, _ = run.communicate(timeout=600)
     assert run.returncode == 0, out[-4000:]
 
-    assert [rule_of(c) for c in sbatch_calls(env)].count("train_motion") == 2  # the killed job, its retry
+    assert [rule_of(c) for c in sbatch_calls(env)] == ["train_motion", "train_motion"]  # the killed job, its retry
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket="cluster-run", MaxKeys=1000)["Contents"]}
     assert f"r1/{model}" in keys
     assert not (tmp_path / "results" / "demo" / "split1" / "motion" / "model.pt").exists()
