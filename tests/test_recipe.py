@@ -8,7 +8,6 @@ import jsonschema
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 import yaml
 from snakemake.utils import validate
 from torch import nn

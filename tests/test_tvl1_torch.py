@@ -2,7 +2,6 @@
 known motion, agreement with OpenCV's TV-L1, batches of mixed sizes, CUDA's schedule (its host
 synchronisations counted, its graphs' static buffers), and the flow stage."""
 
-import itertools
 import os
 import subprocess
 import sys
@@ -13,7 +12,6 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from conftest import VIDEOS
 from test_flow import ARCHERY, STEP, real_frames, texture, write_frames
 from stresnet.cuda_graphs import GraphedFunction
 from stresnet.errors import SettingError
