@@ -184,18 +184,19 @@ def s3_client(endpoint: str):
 
 
 # the longest tests, longest first (seconds in one whole run, 3 test processes on 2 cores); the
-# reruns test first: it builds the finished run (conftest.finished_run) that the last two read
-LONGEST = ["test_reruns_follow_exactly_what_changed",  # 260
-           "test_a_smoke_run_of_the_demo_on_s3_storage",  # 221
-           "test_a_training_job_killed_on_a_scratch_node_resumes_on_retry",  # 191
-           "test_demo_through_the_slurm_profile",  # 298
-           "test_demo_preparation_runs_and_reruns_only_what_changed",  # 79
-           "test_real_ucf101_clips_train_and_test_the_two_streams_and_plan_two_splits",  # 66
-           "test_gpu_check_dry_run_takes_every_section",  # 63
-           "test_a_changed_setting_or_starting_model_is_never_resumed",  # 59
-           "test_the_readme_commands_dry_run_as_written",  # 41
-           "test_all_phases_then_evaluation_and_predict",  # 12
-           "test_table3_and_report_of_a_finished_run"]  # 12
+# reruns test first: it builds the finished run (conftest.finished_run, 190 of its seconds) that
+# the SLURM test and the last two read; the SLURM test after the scratch-node one, by when it is built
+LONGEST = ["test_reruns_follow_exactly_what_changed",  # 323
+           "test_a_smoke_run_of_the_demo_on_s3_storage",  # 259
+           "test_a_training_job_killed_on_a_scratch_node_resumes_on_retry",  # 194
+           "test_demo_through_the_slurm_profile",  # 139
+           "test_demo_preparation_runs_and_reruns_only_what_changed",  # 134
+           "test_gpu_check_dry_run_takes_every_section",  # 81
+           "test_real_ucf101_clips_train_and_test_the_two_streams_and_plan_two_splits",  # 72
+           "test_a_changed_setting_or_starting_model_is_never_resumed",  # 58
+           "test_the_readme_commands_dry_run_as_written",  # 50
+           "test_all_phases_then_evaluation_and_predict",  # 11
+           "test_table3_and_report_of_a_finished_run"]  # 10
 
 
 def pytest_collection_modifyitems(config, items):
