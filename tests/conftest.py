@@ -113,8 +113,9 @@ def shared_folder(tmp_path_factory, config) -> Path:
 def finished_run(tmp_path_factory, request) -> Path:
     """One complete run of the workflow through the SLURM profile, made once for every test
     process of the session: a folder dataset of generated videos, all four phases of split 1,
-    evaluation and Table 3 (tests/test_workflow.py, make_finished_run). Its config names only paths inside it, so a
-    copy (copy_run) is a finished run too: a test changes a copy, never this one."""
+    evaluation and Table 3 (tests/test_workflow.py, make_finished_run). Its config names only
+    paths inside it, so a copy (copy_run) is a finished run too: a test changes a copy, never
+    this one."""
     import fcntl
 
     from test_workflow import make_finished_run

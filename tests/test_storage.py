@@ -84,7 +84,7 @@ def test_a_training_job_killed_on_a_scratch_node_resumes_on_retry(tmp_path, s3_s
     """The stand-in SLURM, results on S3, each job's copies in a scratch folder of its own, and
     train.state_dir on a folder every node sees: the motion job is killed after its first
     checkpoint, SLURM reports it failed, and its retry resumes from that checkpoint."""
-    from test_slurm import fake_slurm, rule_of, sbatch_calls, site_profile
+    from test_slurm import SLURM_OPTIONS, fake_slurm, rule_of, sbatch_calls, site_profile
 
     s3 = s3_client(s3_server["endpoint"])
     s3.create_bucket(Bucket="cluster-run")
@@ -99,8 +99,7 @@ def test_a_training_job_killed_on_a_scratch_node_resumes_on_retry(tmp_path, s3_s
     assert snakemake(tmp_path, *PREPARED, *bucket, env=env).returncode == 0
     model = "results/demo/split1/motion/model.pt"
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path),
-           model, "--profile", str(site_profile(tmp_path)), "--latency-wait", "5",
-           "--slurm-init-seconds-before-status-checks", "1", *bucket,
+           model, "--profile", str(site_profile(tmp_path)), *SLURM_OPTIONS, *bucket,
            "--shared-fs-usage", "persistence", "software-deployment", "sources", "source-cache",
            "--remote-job-local-storage-prefix", str(tmp_path / "scratch" / "$SLURM_JOB_ID")]
     run = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
