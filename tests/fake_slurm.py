@@ -1,7 +1,9 @@
 """Stand-in SLURM commands for tests: `python fake_slurm.py <tool> <args>`, with tool one of
 sbatch, squeue, sacct, scontrol, sinfo, srun, sacctmgr, sshare. Each job runs at once on this
 machine; every sbatch call is recorded in $FAKE_SLURM_DIR/sbatch.jsonl, and job states are
-answered as SLURM does for the executor plugin's queries (sacct and squeue wait for a job to end)."""
+answered as SLURM does for the executor plugin's queries (sacct and squeue wait for a job to end).
+A job step that is Snakemake (the plugin's) runs in the test process's job server, where one is
+given (tests/snakemake_server.py)."""
 
 from __future__ import annotations
 
@@ -9,10 +11,13 @@ import fcntl
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import snakemake_server
 
 STATE = Path(os.environ["FAKE_SLURM_DIR"])
 
@@ -55,7 +60,7 @@ def sbatch(args: list[str]) -> None:
            "SLURM_JOB_NODELIST": "localhost", "SLURM_NNODES": "1", "SLURM_NTASKS": "1"}
     if any(a.startswith("--gpus") for a in args):
         env["CUDA_VISIBLE_DEVICES"] = ""  # the devices SLURM would give; this machine has none
-    runner = (f"bash -c {quote(script)}; code=$?; "
+    runner = (f"{quote(sys.executable)} {quote(__file__)} job {quote(script)}; code=$?; "
               f"if [ $code -eq 0 ]; then s=COMPLETED; else s=FAILED; fi; "
               f"echo {quote(name)}\\|$s > {quote(str(STATE / f'{job}.state'))}; "  # a whole line at once
               f"mv {quote(str(STATE / f'{job}.state'))} {quote(str(STATE / 'jobs' / str(job)))}")
@@ -117,7 +122,7 @@ def srun(args: list[str]) -> None:
     command = command if len(command) > 1 else ["bash", "-c", command[0]]
     tasks = int(options.get("--ntasks") or options.get("-n") or 1)
     if tasks == 1:
-        sys.exit(subprocess.call(command))
+        sys.exit(call(command))
     per_node = int(options.get("--ntasks-per-node") or tasks)
     # as slurmstepd does: each task gets the step's node list again (the jobstep dropped the job's)
     procs = [subprocess.Popen(command, env={**os.environ, "SLURM_PROCID": str(k), "SLURM_LOCALID": str(k % per_node),
@@ -125,6 +130,21 @@ def srun(args: list[str]) -> None:
                                             "SLURM_STEP_NODELIST": "localhost", "SLURM_JOB_NODELIST": "localhost"})
              for k in range(tasks)]
     sys.exit(max(p.wait() for p in procs))
+
+
+def call(command: list[str]) -> int:
+    """Run a command; Snakemake in the job server, where the test process started one."""
+    if command[:3] == [sys.executable, "-m", "snakemake"] and snakemake_server.SOCKET_ENV in os.environ:
+        return snakemake_server.call(command[3:])
+    return subprocess.call(command)
+
+
+def job(script: str) -> None:
+    """Run a job's script as `bash -c` does: a script of one command and no shell syntax (the
+    plugin's, Snakemake) by call(), any other by bash."""
+    if not re.search(r"[\n;&|<>$`(){}*?\[\]~#!\\\"]", script.replace("'", "")):
+        sys.exit(call(shlex.split(script)))
+    os.execvp("bash", ["bash", "-c", script])
 
 
 def main() -> None:
@@ -146,6 +166,8 @@ def main() -> None:
         print(os.environ.get("FAKE_SLURM_ACCOUNTS", "acct"))
     elif tool == "srun":
         srun(args)
+    elif tool == "job":
+        job(args[0])
     else:
         sys.exit(f"fake_slurm: unknown tool {tool}")
 

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import yaml
 
+import snakemake_server
 from conftest import REPO, copy_run, finished_run_slurm
 from test_profiles import with_optional_slots
 from test_workflow import FINISHED, TINY_TRAIN, job_counts, snakemake
@@ -34,7 +35,7 @@ def fake_slurm(tmp_path: Path) -> dict[str, str]:
         script.write_text(f"#!/bin/sh\nexec {sys.executable} {Path(__file__).parent / 'fake_slurm.py'} {tool} \"$@\"\n")
         script.chmod(0o755)
     return {"PATH": f"{bin_dir}:{Path(sys.executable).parent}:/usr/bin:/bin", "FAKE_SLURM_DIR": str(state),
-            "HOME": str(tmp_path), "USER": "tester"}
+            "HOME": str(tmp_path), "USER": "tester", **snakemake_server.job_server()}
 
 
 def site_profile(tmp_path: Path) -> Path:

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
+import snakemake_server
 from conftest import REPO, copy_run, make_broken, make_hmdb51_tree, make_ucf101_tree
 from test_integrity import flip
 from stresnet.demo import generate
@@ -35,10 +36,12 @@ def write_config(workdir: Path, datasets: dict, targets: list[str]) -> None:
 
 def snakemake(workdir: Path, *args: str, env: dict[str, str] | None = None,
               cores: str | None = "2") -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
-           "--directory", str(workdir), *(["--cores", cores] if cores else []), *args]
+    """`python -m snakemake --snakefile <the repository's> --directory workdir ARGS`, in workdir
+    (tests/snakemake_server.py: a fork of a process that has imported Snakemake)."""
+    args = ["--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
+            *(["--cores", cores] if cores else []), *args]
     env = env or {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"}
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=workdir)
+    return snakemake_server.run(args, cwd=workdir, env=env)
 
 
 def job_counts(output: str) -> dict[str, int]:
