@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import shutil
 from pathlib import Path
 
@@ -210,3 +211,9 @@ def pytest_collection_modifyitems(config, items):
             return 0, LONGEST.index(item.originalname)
         return (1 if item.get_closest_marker("slow") else 2), 0
     items.sort(key=rank)
+
+
+def pytest_collection_finish(session):
+    """What the test modules imported (torch, torchvision, the stages) lives as long as the test
+    process: kept out of the collector's full passes (as each stage process does, errors.run_stage)."""
+    gc.freeze()

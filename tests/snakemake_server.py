@@ -13,6 +13,7 @@ README's commands, a consumer workflow's) still start a new process."""
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import socket
@@ -122,6 +123,7 @@ def warm() -> None:
             importlib.import_module(name)
         except ImportError:
             pass
+    gc.freeze()  # out of the collector's way in every fork: neither walked nor copied by its passes
 
 
 def serve_stdin() -> None:
