@@ -213,6 +213,29 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=rank)
 
 
+# the most this session's base folder holds at once (make test on 3 test processes, measured in
+# docs/benchmarks.md; passing tests' folders removed as they end: pyproject.toml)
+DISK_NEEDED_GB = 4
+
+
+def pytest_sessionstart(session):
+    """Stop at once, in one line, on a disk without room for the run's folders: the failures
+    a full disk gives part of the way through name neither the cause nor the cure."""
+    import tempfile
+
+    config = session.config
+    if hasattr(config, "workerinput"):  # the controller checks for all of its test processes
+        return
+    where = Path(config.option.basetemp or tempfile.gettempdir())
+    while not where.exists():
+        where = where.parent
+    free = shutil.disk_usage(where).free / 1e9
+    if free < DISK_NEEDED_GB:
+        pytest.exit(f"{where}: {free:.1f} GB free, the tests need about {DISK_NEEDED_GB} GB; "
+                    "free some (old pytest folders are in /tmp/pytest-of-*) or pass --basetemp on a larger disk",
+                    returncode=3)
+
+
 def pytest_collection_finish(session):
     """What the test modules imported (torch, torchvision, the stages) lives as long as the test
     process: kept out of the collector's full passes (as each stage process does, errors.run_stage)."""
