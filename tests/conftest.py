@@ -231,8 +231,8 @@ def pytest_sessionstart(session):
         where = where.parent
     free = shutil.disk_usage(where).free / 1e9
     if free < DISK_NEEDED_GB:
-        pytest.exit(f"{where}: {free:.1f} GB free, the tests need about {DISK_NEEDED_GB} GB; "
-                    "free some (old pytest folders are in /tmp/pytest-of-*) or pass --basetemp on a larger disk",
+        pytest.exit(f"{where}: {free:.1f} GB free, the tests need about {DISK_NEEDED_GB} GB; free some (earlier "
+                    f"runs' folders are in {tempfile.gettempdir()}/pytest-of-*) or pass --basetemp on a larger disk",
                     returncode=3)
 
 
